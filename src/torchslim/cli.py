@@ -1,0 +1,167 @@
+"""The ``torchslim`` command: a thin layer over the Python API.
+
+Every subcommand takes ``--json`` to print one JSON object as the last line of its output.
+A user's mistake ends with one line on stderr and exit code 2.
+
+Example::
+
+    >>> from torchslim.cli import main
+    >>> main(["summary", "--model", "demo_cnn", "--quiet"])
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import UserError
+
+
+def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(payload, sort_keys=False))
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad shape '{text}': write it as C,H,W, e.g. 3,32,32"
+        ) from None
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': dimensions must be positive")
+    return shape
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_model_args(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
+    parser.add_argument(
+        "--model", required=True,
+        help="zoo name (see 'torchslim models') or your factory as package.module:function",
+    )
+    parser.add_argument(
+        "--weights", required=weights_required,
+        help="checkpoint: a state_dict, or a dict holding one under 'state_dict' or 'model'",
+    )
+
+
+def _add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
+    parser.add_argument(
+        "--data", required=True,
+        help="'digits', or a directory / .tar.gz laid out as <split>/<class>/<image>",
+    )
+    parser.add_argument("--split", default=split, help=f"split to use (default: {split})")
+    parser.add_argument(
+        "--normalization", default=None,
+        help="normalisation preset (default: the model's own, e.g. 'cifar')",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument(
+        "--limit", type=_positive_int, default=None, help="use only the first N images",
+    )
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--quiet", action="store_true", help="print no tables or progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="torchslim",
+        description="Make trained PyTorch models smaller and faster, with measured numbers.",
+    )
+    parser.add_argument("--version", action="version", version=f"torchslim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the model zoo")
+    _add_common(p)
+
+    p = sub.add_parser("summary", help="per-layer params, sparsity and MACs of a model")
+    _add_model_args(p)
+    p.add_argument("--input-shape", type=_shape, help="C,H,W (default: the model's own)")
+    p.add_argument("--num-classes", type=_positive_int, default=None)
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix")
+    _add_model_args(p, weights_required=True)
+    _add_data_args(p, "test")
+    p.add_argument("--out", type=Path, help="also write report.txt, confusion.csv, eval.json here")
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train or fine-tune a classifier, with resumable checkpoints")
+    _add_model_args(p)
+    _add_data_args(p, "train")
+    p.add_argument("--eval-split", default="test", help="split evaluated after every epoch")
+    p.add_argument("--epochs", type=_positive_int, default=1)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument(
+        "--schedule", default="cosine", choices=["constant", "step", "multistep", "cosine"]
+    )
+    p.add_argument("--step-size", type=_positive_int, default=30)
+    p.add_argument("--milestones", type=int, nargs="+", default=[])
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _add_common(p)
+
+    p = sub.add_parser("bench", help="one table: accuracy, size, MACs, latency, memory per model")
+    p.add_argument(
+        "--model", dest="models", action="append", required=True, metavar="NAME[=WEIGHTS]",
+        help="a model to measure, with its checkpoint; repeat for more rows",
+    )
+    _add_data_args(p, "test")
+    p.add_argument("--latency-batch", type=_positive_int, default=256, help="the large batch")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads to time")
+    p.add_argument("--repeats", type=_positive_int, default=20)
+    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="the main job: train, evaluate and benchmark on digits")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    _add_common(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``torchslim`` console script; returns the exit code."""
+    from . import commands
+
+    args = build_parser().parse_args(argv)
+    handler = getattr(commands, f"run_{args.command}")
+    try:
+        handler(args, _emit_json)
+    except UserError as err:
+        print(f"torchslim {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"torchslim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The in-memory dataset every loader in :mod:`torchslim.data` returns.
+
+Example::
+
+    >>> import torch
+    >>> from torchslim.data import ArrayDataset
+    >>> images = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    >>> ds = ArrayDataset(images, torch.tensor([0, 1, 1, 0]), ["cat", "dog"])
+    >>> len(ds), ds.num_classes, ds.image_shape
+    (4, 2, (3, 8, 8))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+
+
+class ArrayDataset(Dataset):
+    """Images (uint8 NHWC, C=1 for grayscale) with int64 labels and class names, all in memory.
+
+    ``ds[i]`` is ``(float32 CHW tensor in [0, 1], int label)``; ``images``, ``labels`` and
+    ``classes`` stay available as attributes for whole-array work (see :class:`BatchLoader`).
+
+    Example::
+
+        >>> import torch
+        >>> ds = ArrayDataset(torch.full((2, 4, 4, 1), 255, dtype=torch.uint8),
+        ...                   torch.tensor([1, 0]), ["a", "b"])
+        >>> x, y = ds[0]
+        >>> x.shape, x.max().item(), y
+        (torch.Size([1, 4, 4]), 1.0, 1)
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            raise UserError(
+                f"images must be a uint8 tensor of shape (N, H, W, C), got {_describe(images)}"
+            )
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+            raise UserError(
+                f"labels must be an integer tensor of shape (N,), got {_describe(labels)}"
+            )
+        if len(labels) != len(images):
+            raise UserError(
+                f"got {len(images)} images but {len(labels)} labels: give one label per image"
+            )
+        classes = [] if isinstance(classes, str) else list(classes)
+        if not classes or not all(isinstance(name, str) for name in classes):
+            raise UserError(f"classes must be a non-empty list of names, got {classes!r}")
+        labels = labels.to(torch.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise UserError(
+                f"labels must lie in 0..{len(classes) - 1} (one per class name), "
+                f"got {labels.min().item()}..{labels.max().item()}"
+            )
+        self.images = images
+        self.labels = labels
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].permute(2, 0, 1).to(torch.float32).div_(255)
+        return image, int(self.labels[index])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of class names (labels run from 0 to ``num_classes - 1``)."""
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image as :meth:`__getitem__` returns it."""
+        _, height, width, channels = self.images.shape
+        return (channels, height, width)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__

@@ -1,0 +1,104 @@
+"""Loading weights safely and with errors that say which keys do not fit.
+
+Example::
+
+    >>> import tempfile, torch
+    >>> from torchslim.models import create_model, load_weights
+    >>> path = tempfile.mktemp(suffix=".pt")
+    >>> torch.save({"state_dict": create_model("demo_cnn").state_dict()}, path)
+    >>> _ = load_weights(create_model("demo_cnn"), path)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError, closest
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True)`` with clear errors for a missing or unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file '{path}' not found: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise UserError(
+            f"'{path}' holds more than tensors and is not loaded (weights_only=True refused it: "
+            f"{first}); save the model's state_dict instead"
+        ) from None
+    except Exception as err:  # any failure to parse the file is a bad input, not a bug
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"'{path}' is not a readable PyTorch checkpoint: {first}") from None
+
+
+def extract_state_dict(checkpoint) -> dict[str, torch.Tensor]:
+    """The state_dict in a checkpoint: bare or under ``state_dict``/``model``, minus ``module.``."""
+    state = checkpoint
+    if not _is_state_dict(state) and isinstance(state, dict):
+        for key in _WRAPPER_KEYS:
+            if _is_state_dict(state.get(key)):
+                state = state[key]
+                break
+    if not _is_state_dict(state):
+        keys = ", ".join(map(str, list(checkpoint)[:5])) if isinstance(checkpoint, dict) else ""
+        raise UserError(
+            "no state_dict found in the checkpoint (expected tensors, or a dict with a "
+            f"'state_dict' or 'model' entry; top-level keys: {keys or type(checkpoint).__name__})"
+        )
+    prefix = "module."
+    if all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _describe(keys: list[str], known: list[str], label: str) -> str:
+    shown = []
+    for key in keys[:3]:
+        hint = closest(key, known, n=1)
+        shown.append(f"'{key}'" + (f" (closest: '{hint[0]}')" if hint else ""))
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return f"{len(keys)} {label}: {', '.join(shown)}{more}"
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
+    """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys."""
+    state = extract_state_dict(read_checkpoint(path))
+    expected = model.state_dict()
+    # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it does not affect inference.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    label = f"model '{name}'" if name else "the model"
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(_describe(missing, list(state), "missing keys"))
+        if unexpected:
+            parts.append(_describe(unexpected, list(expected), "unexpected keys"))
+        raise UserError(
+            f"checkpoint '{path}' does not fit {label}: {'; '.join(parts)}; "
+            "is it the checkpoint of another model?"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise UserError(
+                f"checkpoint '{path}' does not fit {label}: '{key}' has shape "
+                f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model"
+            )
+    model.load_state_dict(state, strict=False)
+    return model

@@ -1,0 +1,26 @@
+"""The README's Python example is documentation that must keep working."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_api_example_runs(capsys):
+    example = python_blocks()[0]
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "epoch 0: loss" in out and "Total" in out or "total" in out.lower()
+    assert namespace["trainer"].history[-1]["epoch"] == 4
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
+    text = README.read_text()
+    assert "make demo" in text and "make test" in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
