@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads to time")
     p.add_argument("--repeats", type=_positive_int, default=20)
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    p.add_argument("--stem", default="bench", help="file names: STEM.md, STEM.csv, STEM.json")
     _add_common(p)
 
     p = sub.add_parser("demo", help="the main job: train, evaluate and benchmark on digits")

@@ -184,7 +184,7 @@ def run_bench(args: argparse.Namespace, emit: Emit) -> None:
         ))
     table = BenchTable(rows, meta={**machine_meta(), "dataset": args.data, "split": args.split,
                                    "images": len(dataset)})
-    paths = table.write(args.out)
+    paths = table.write(args.out, stem=args.stem)
     if not args.quiet:
         print(table.format_text())
         print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """../shared beside the checkout (real CIFAR-10 JPEGs and pretrained ResNets), or skip."""
+    if not (SHARED / "data" / "cifar10-jpeg.tar.gz").is_file():
+        pytest.skip("../shared is not available")
+    return SHARED
+
+
+@pytest.fixture
+def session_cache(tmp_path_factory, monkeypatch):
+    """One decoded-data cache per test session, so the CIFAR archive is decoded once."""
+    root = tmp_path_factory.getbasetemp() / "torchslim-cache"
+    root.mkdir(exist_ok=True)
+    monkeypatch.setenv("TORCHSLIM_CACHE", str(root))
+    return root
