@@ -20,3 +20,14 @@ def session_cache(tmp_path_factory, monkeypatch):
     root.mkdir(exist_ok=True)
     monkeypatch.setenv("TORCHSLIM_CACHE", str(root))
     return root
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one core: two threads per worker oversubscribe the CPU
+    and make the suite several times slower."""
+    import os
+
+    import torch
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

@@ -26,7 +26,7 @@ def run_cli(*args, cwd=None, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "torchslim.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -157,6 +157,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "torchslim.cli", *map(str, _train_args(out))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     deadline = time.time() + 240
     while _saved_epoch(out / "checkpoint.pt") < 1 and process.poll() is None:
