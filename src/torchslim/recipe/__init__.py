@@ -1,0 +1,1 @@
+"""Compression recipes: YAML schedules (Distiller format included) mapped onto the Python API."""
