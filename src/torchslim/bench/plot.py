@@ -91,6 +91,9 @@ def plot_tradeoff(
     axes.set_ylabel(AXES[y])
     axes.set_title(f"{AXES[y]} vs {AXES[x]}")
     axes.margins(x=0.15, y=0.1)
+    if y in ("top1", "top5"):  # accuracy cannot pass 100 %: keep the axis from suggesting it
+        low, high = axes.get_ylim()
+        axes.set_ylim(low, min(high, 100.5))
     axes.grid(True, alpha=0.3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
