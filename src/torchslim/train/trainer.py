@@ -19,6 +19,7 @@ import csv
 import io
 import os
 import random
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -274,6 +275,7 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{self.config.epochs}",
             disable=not self.progress,
             leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,  # few updates in log files
         )
         for step, (inputs, targets) in enumerate(bar):
             self._call("on_minibatch_begin", epoch, step, steps)
