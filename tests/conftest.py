@@ -1,6 +1,8 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -25,9 +27,5 @@ def session_cache(tmp_path_factory, monkeypatch):
 def pytest_configure(config):
     """Under pytest-xdist each worker gets one core: two threads per worker oversubscribe the CPU
     and make the suite several times slower."""
-    import os
-
-    import torch
-
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)

@@ -23,7 +23,6 @@ from torchslim.data import (
 )
 from torchslim.errors import UserError
 
-CIFAR = Path(__file__).parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
 LAYOUT = {"train": {"dog": 3, "cat": 2, "bird": 4}, "test": {"dog": 1, "cat": 2, "bird": 1}}
 
 
@@ -483,18 +482,12 @@ def test_loader_drop_last_and_validation():
 # ----------------------------------------------------------------------------- real data
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("torchslim-cache")
-
-
 @pytest.mark.shared
-def test_cifar10_test_split(shared_cache):
-    if not CIFAR.exists():
-        pytest.skip(f"{CIFAR} not found")
-    ds = load_image_folder(CIFAR, "test", cache_dir=shared_cache, progress=False)
+def test_cifar10_test_split(shared_dir, session_cache):
+    archive = shared_dir / "data" / "cifar10-jpeg.tar.gz"
+    ds = load_image_folder(archive, "test", cache_dir=session_cache, progress=False)
     assert len(ds) == 10_000 and ds.images.shape[1:] == (32, 32, 3)
     assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                           "horse", "ship", "truck"]
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
-    assert os.listdir(shared_cache)
+    assert os.listdir(session_cache)
