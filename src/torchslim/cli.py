@@ -77,6 +77,30 @@ def _add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
     )
 
 
+def _add_train_args(
+    parser: argparse.ArgumentParser, out: Path, schedule_default: str | None
+) -> None:
+    parser.add_argument("--eval-split", default="test", help="split evaluated after every epoch")
+    parser.add_argument("--epochs", type=_positive_int, default=1)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument(
+        "--schedule", default=schedule_default,
+        choices=["constant", "step", "multistep", "cosine"],
+        help="per-epoch LR schedule (compress: 'constant' when the recipe schedules the LR, "
+        "else 'cosine')",
+    )
+    parser.add_argument("--step-size", type=_positive_int, default=30)
+    parser.add_argument("--milestones", type=int, nargs="+", default=[])
+    parser.add_argument("--gamma", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--quiet", action="store_true", help="print no tables or progress")
@@ -109,22 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a classifier, with resumable checkpoints")
     _add_model_args(p)
     _add_data_args(p, "train")
-    p.add_argument("--eval-split", default="test", help="split evaluated after every epoch")
-    p.add_argument("--epochs", type=_positive_int, default=1)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument(
-        "--schedule", default="cosine", choices=["constant", "step", "multistep", "cosine"]
+    _add_train_args(p, Path("runs/train"), schedule_default="cosine")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "compress", help="fine-tune under a YAML compression schedule (Distiller's format works)"
     )
-    p.add_argument("--step-size", type=_positive_int, default=30)
-    p.add_argument("--milestones", type=int, nargs="+", default=[])
-    p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--recipe", required=True, type=Path, help="the YAML compression schedule")
+    _add_model_args(p)
+    _add_data_args(p, "train")
+    _add_train_args(p, Path("runs/compress"), schedule_default=None)
+    p.add_argument("--latency-batch", type=_positive_int, default=256, help="the large batch")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="latency repeats")
     _add_common(p)
 
     p = sub.add_parser("bench", help="one table: accuracy, size, MACs, latency, memory per model")

@@ -11,8 +11,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +26,12 @@ from torch import nn
 from .analysis import summarize
 from .bench import BenchTable
 from .bench.measure import measure_row
+from .compress import compress, schedule_notes
 from .data import ArrayDataset, BatchLoader, load_dataset
 from .errors import UserError
 from .fileio import atomic_write_text
 from .models import ModelSpec, create_model, get_model_spec, list_models, load_weights
+from .recipe import build_scheduler, load_recipe
 from .train import TrainConfig, Trainer, evaluate, seed_everything
 
 Emit = Callable[[argparse.Namespace, dict[str, Any]], None]
@@ -127,20 +131,23 @@ def write_eval_outputs(result, payload: dict[str, Any], out: Path) -> None:
     atomic_write_text(out / "eval.json", json.dumps(payload, indent=2) + "\n")
 
 
+def _train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=schedule, step_size=args.step_size,
+        milestones=list(args.milestones), gamma=args.gamma, seed=args.seed,
+    )
+
+
 def run_train(args: argparse.Namespace, emit: Emit) -> None:
     train_set = _load(args, args.split)
     eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights, train_set.num_classes)
-    config = TrainConfig(
-        epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, step_size=args.step_size,
-        milestones=list(args.milestones), gamma=args.gamma, seed=args.seed,
-    )
     trainer = Trainer(
         model,
         _loader(args, spec, train_set, train=True),
-        config,
+        _train_config(args, args.schedule),
         eval_batches=_loader(args, spec, eval_set),
         num_classes=train_set.num_classes,
         out_dir=args.out,
@@ -157,6 +164,64 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
         "checkpoint": str(trainer.checkpoint_path),
         "model_path": str(args.out / "model.pt"),
         "history": history,
+    })
+
+
+def run_compress(args: argparse.Namespace, emit: Emit) -> None:
+    recipe = load_recipe(args.recipe)
+    build_scheduler(recipe, build_model(args.model)[0])  # name errors before any data loads
+    notes = schedule_notes(recipe, args.epochs)
+    if not args.quiet:
+        for note in notes:
+            print(f"torchslim compress: note: {note}", file=sys.stderr)
+    train_set = _load(args, args.split)
+    eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
+    seed_everything(args.seed)
+    model, spec = build_model(args.model, args.weights, train_set.num_classes)
+    baseline = copy.deepcopy(model)
+    lr_scheduled = any(p.kind == "lr_scheduler" for p in recipe.policies)
+    schedule = args.schedule or ("constant" if lr_scheduled else "cosine")
+    eval_batches = _loader(args, spec, eval_set)
+    run = compress(
+        model, recipe, _loader(args, spec, train_set, train=True), _train_config(args, schedule),
+        eval_batches=eval_batches, num_classes=train_set.num_classes, out_dir=args.out,
+        progress=not args.quiet, model_meta={"model": args.model, "classes": train_set.classes},
+        resume=args.resume,
+    )
+    input_shape = eval_set.image_shape
+    summary = summarize(run.model, input_shape)
+    atomic_write_text(args.out / "summary.txt", summary.format_table() + "\n")
+    atomic_write_text(args.out / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    measure = {"num_classes": eval_set.num_classes, "latency_batch": args.latency_batch,
+               "repeats": args.repeats}
+    rows = [
+        measure_row(f"{args.model} (input)", baseline, input_shape, eval_batches, **measure,
+                    file_bytes=Path(args.weights).stat().st_size if args.weights else None),
+        measure_row(f"{args.model} ({args.recipe.stem})", run.model, input_shape, eval_batches,
+                    **measure, file_bytes=run.model_path.stat().st_size),
+    ]
+    table = BenchTable(rows, meta={**machine_meta(), "dataset": args.data,
+                                   "split": args.eval_split, "recipe": str(args.recipe)})
+    files = {kind: str(path) for kind, path in table.write(args.out).items()}
+    if not args.quiet:
+        print(run.scheduler.format_log())
+        print()
+        print(summary.format_table())
+        print()
+        print(table.format_text())
+        print(f"\noutputs in {args.out}/")
+    emit(args, {
+        "top1": rows[1].top1,
+        "params": summary.params,
+        "nonzero_params": summary.nonzero_params,
+        "macs": summary.macs,
+        "sparsity": summary.sparsity,
+        "model_path": str(run.model_path),
+        "epochs": len(run.history),
+        "rows": [row.to_dict() for row in rows],
+        "schedule_log": str(args.out / "schedule.json"),
+        "notes": notes,
+        "files": files,
     })
 
 

@@ -237,6 +237,17 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != "torchslim.train.checkpoint/1":
             raise UserError(f"'{path}' is not a torchslim training checkpoint")
+        if len(state["callbacks"]) != len(self.callbacks):
+            raise UserError(
+                f"the checkpoint in '{path}' was written with {len(state['callbacks'])} "
+                f"callbacks but this run has {len(self.callbacks)}: resume with the same "
+                "schedule, or use a new --out directory"
+            )
+        # Callbacks first: a compression schedule may reshape the model (thinning) before its
+        # weights load; the optimizer is rebuilt over the parameters the model has now.
+        for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
+            if hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(cb_state)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -244,18 +255,11 @@ class Trainer:
                 f"the checkpoint in '{path}' belongs to a different model "
                 f"({str(err).splitlines()[0]}); use a new --out directory"
             ) from None
+        self.optimizer = make_optimizer(self.model, self.config)
+        self.lr_scheduler = make_lr_scheduler(self.optimizer, self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         _set_rng_state(state["rng"])
-        if len(state["callbacks"]) != len(self.callbacks):
-            raise UserError(
-                f"the checkpoint in '{path}' was written with {len(state['callbacks'])} "
-                f"callbacks but this run has {len(self.callbacks)}: resume with the same "
-                "schedule, or use a new --out directory"
-            )
-        for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
-            if hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(cb_state)
         self.history = list(state["history"])
         self.start_epoch = state["epoch"] + 1
         return self.start_epoch
@@ -295,7 +299,9 @@ class Trainer:
             loss_sum += loss.item() * batch
             correct += (outputs.detach().argmax(1) == targets).sum().item()
             seen += batch
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}")
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}", refresh=False
+            )
         if seen == 0:
             raise UserError("the training data yielded no batches: is the train split empty?")
         return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen}

@@ -1,0 +1,207 @@
+"""The classes a recipe may name, per section, with their validated arguments.
+
+Distiller's class names keep Distiller's meaning; torchslim's own names sit beside them. Each
+class has a pydantic model of its arguments (unknown keys, wrong types and out-of-range values
+are errors) and a ``build`` function that makes the Python object. A class whose algorithm does
+not exist yet is listed with ``build=None`` and the reason, so it is rejected clearly rather
+than ignored.
+
+Example::
+
+    >>> from torchslim.recipe.classes import find_class
+    >>> spec = find_class("pruners", "AutomatedGradualPruner")
+    >>> args = spec.args(initial_sparsity=0.05, final_sparsity=0.5, weights=["conv1.weight"])
+    >>> args.final_sparsity
+    0.5
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from ..pruning import (
+    AGPPruner,
+    GlobalMagnitudePruner,
+    LevelPruner,
+    RandomPruner,
+    SensitivityPruner,
+    ThresholdPruner,
+)
+from ..pruning.regularizers import L1Regularizer
+
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+WeightList = Annotated[list[str], Field(min_length=1)]
+
+
+class Args(BaseModel):
+    """Arguments of a recipe class: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Fields whose values (lists) or keys (mappings) are weight-name patterns.
+    weight_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class AGPArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    initial_sparsity: Sparsity
+    final_sparsity: Sparsity
+    weights: WeightList
+    scope: Literal["layer", "global"] = "layer"
+
+    @field_validator("final_sparsity")
+    @classmethod
+    def _not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial_sparsity")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
+        return value
+
+
+class LevelArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("levels",)
+    levels: Annotated[dict[str, Sparsity], Field(min_length=1)]
+
+
+class SensitivityArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("sensitivities",)
+    sensitivities: Annotated[dict[str, NonNegative], Field(min_length=1)]
+
+
+class ThresholdArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("thresholds",)
+    thresholds: Annotated[dict[str, NonNegative], Field(min_length=1)]
+
+
+class SparsityArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    weights: WeightList
+    sparsity: Sparsity
+
+
+class RandomArgs(SparsityArgs):
+    seed: int = 0
+
+
+class L1RegularizerArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[str, NonNegative], Field(min_length=1)]
+    threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One class a recipe section may name."""
+
+    name: str
+    section: str
+    args: type[BaseModel] | None = None
+    build: Callable[[Any], Any] | None = None
+    unsupported: str = ""
+    ignored_keys: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+_NOT_YET_QUANT = "quantization-aware training is not implemented yet (the quantization work)"
+_NOT_YET_STRUCT = "structured pruning and thinning are not implemented yet (the pruning work)"
+
+def _agp(a: AGPArgs) -> AGPPruner:
+    return AGPPruner(a.weights, a.initial_sparsity, a.final_sparsity, a.scope)
+
+
+_PRUNERS = [
+    # (names: Distiller's first, then torchslim's), arguments, builder
+    (("AutomatedGradualPruner", "AGPPruner"), AGPArgs, _agp),
+    (
+        ("LevelParameterPruner", "SparsityLevelParameterPruner", "LevelPruner"),
+        LevelArgs,
+        lambda a: LevelPruner(a.levels),
+    ),
+    (("SensitivityPruner",), SensitivityArgs, lambda a: SensitivityPruner(a.sensitivities)),
+    (
+        ("MagnitudeParameterPruner", "ThresholdPruner"),
+        ThresholdArgs,
+        lambda a: ThresholdPruner(a.thresholds),
+    ),
+    (
+        ("GlobalMagnitudePruner",),
+        SparsityArgs,
+        lambda a: GlobalMagnitudePruner(a.weights, a.sparsity),
+    ),
+    (("RandomPruner",), RandomArgs, lambda a: RandomPruner(a.weights, a.sparsity, a.seed)),
+]
+
+CLASSES: dict[str, dict[str, ClassSpec]] = {
+    "pruners": {
+        **{
+            name: ClassSpec(name, "pruners", args, build)
+            for names, args, build in _PRUNERS
+            for name in names
+        },
+        **{
+            name: ClassSpec(name, "pruners", unsupported=_NOT_YET_STRUCT)
+            for name in ("L1RankedStructureParameterPruner", "BernoulliFilterPruner")
+        },
+    },
+    "quantizers": {
+        name: ClassSpec(name, "quantizers", unsupported=_NOT_YET_QUANT)
+        for name in ("DorefaQuantizer", "PACTQuantizer", "QuantAwareTrainRangeLinearQuantization")
+    },
+    "regularizers": {
+        "L1Regularizer": ClassSpec(
+            "L1Regularizer", "regularizers", L1RegularizerArgs,
+            lambda a: L1Regularizer(a.reg_regims),
+            ignored_keys=("threshold_criteria",),
+        ),
+        "GroupLassoRegularizer": ClassSpec(
+            "GroupLassoRegularizer", "regularizers",
+            unsupported="group-lasso regularization is not implemented yet",
+        ),
+    },
+    "extensions": {
+        name: ClassSpec(name, "extensions", unsupported=_NOT_YET_STRUCT)
+        for name in ("FilterRemover", "ChannelRemover")
+    },
+}
+
+_LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "ReduceLROnPlateau", "LambdaLR",
+                "MultiplicativeLR", "SequentialLR", "ChainedScheduler"}
+
+
+def lr_scheduler_names() -> list[str]:
+    """The ``torch.optim.lr_scheduler`` classes a recipe may name."""
+    module = torch.optim.lr_scheduler
+    return sorted(
+        name for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, module.LRScheduler)
+        and name not in _LR_EXCLUDED and not name.startswith("_")
+    )
+
+
+def class_names(section: str) -> list[str]:
+    """Every class name valid in ``section``."""
+    if section == "lr_schedulers":
+        return lr_scheduler_names()
+    return sorted(CLASSES.get(section, {}))
+
+
+def find_class(section: str, name: str) -> ClassSpec | None:
+    """The :class:`ClassSpec` of ``name`` in ``section`` (None when unknown)."""
+    if section == "lr_schedulers":
+        return ClassSpec(name, section) if name in lr_scheduler_names() else None
+    return CLASSES.get(section, {}).get(name)
+
+
+def section_of(name: str) -> str | None:
+    """The section a class name belongs to, for "this is a quantizer" hints."""
+    for section in (*CLASSES, "lr_schedulers"):
+        if name in class_names(section):
+            return section
+    return None

@@ -1,0 +1,337 @@
+"""Validate a recipe before anything runs: sections, classes, arguments and policies.
+
+Every mistake becomes one :class:`~torchslim.recipe.source.RecipeError` naming the file, the
+line and the key path, with the closest valid names for unknown ones, for example
+``agp.yaml:7 pruners.conv_pruner.final_sparsity: must be < 1, got 1.2``.
+
+Example::
+
+    >>> from torchslim.recipe.schema import parse_recipe
+    >>> text = '''
+    ... version: 1
+    ... pruners:
+    ...   agp:
+    ...     class: AutomatedGradualPruner
+    ...     initial_sparsity: 0.05
+    ...     final_sparsity: 1.2
+    ...     weights: [conv1.weight]
+    ... policies:
+    ...   - pruner: {instance_name: agp}
+    ...     starting_epoch: 0
+    ...     ending_epoch: 10
+    ...     frequency: 2
+    ... '''
+    >>> parse_recipe(text, "agp.yaml")
+    Traceback (most recent call last):
+    ...
+    torchslim.recipe.source.RecipeError: agp.yaml:7 pruners.agp.final_sparsity: must be < 1, got 1.2
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from ..errors import did_you_mean
+from ..schedule import Policy
+from .classes import ClassSpec, class_names, find_class, section_of
+from .source import Path_, RecipeSource
+
+SECTIONS = ("pruners", "quantizers", "regularizers", "lr_schedulers", "extensions")
+POLICY_KINDS = {
+    "pruner": "pruners",
+    "quantizer": "quantizers",
+    "regularizer": "regularizers",
+    "lr_scheduler": "lr_schedulers",
+    "extension": "extensions",
+}
+TOP_LEVEL = ("version", *SECTIONS, "distillation", "policies")
+TIMING = ("starting_epoch", "ending_epoch", "frequency", "epochs")
+
+
+@dataclass
+class Instance:
+    """One validated entry of a section: its class and its arguments."""
+
+    name: str
+    section: str
+    spec: ClassSpec
+    args: Any
+    path: Path_
+
+
+@dataclass
+class PolicyEntry:
+    """One validated policy: which instance acts, and when."""
+
+    kind: str
+    instance: str
+    policy: Policy
+    path: Path_
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: instances by (section, name), policies in file order, and notes
+    (keys accepted but ignored, instances no policy uses)."""
+
+    source: RecipeSource
+    instances: dict[tuple[str, str], Instance]
+    policies: list[PolicyEntry]
+    notes: list[str] = field(default_factory=list)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _pydantic_message(error: dict[str, Any], fields: list[str]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        return f"unknown key{did_you_mean(key, fields)}; valid keys: {', '.join(fields)}"
+    bounds = {"less_than": "<", "less_than_equal": "<=", "greater_than": ">",
+              "greater_than_equal": ">="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit:g}, got {_short(value)}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {_short(value)}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    message = error["msg"]
+    return f"{message[0].lower()}{message[1:]}, got {_short(value)}"
+
+
+def validate_args(
+    source: RecipeSource, model: type[BaseModel], values: dict[str, Any], path: Path_
+) -> BaseModel:
+    """``model(**values)``, or a RecipeError at the first invalid key."""
+    fields = list(model.model_fields)
+    try:
+        return model(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(part for part in first["loc"] if part != "[key]")
+        raise source.error(path + loc, _pydantic_message(first, fields)) from None
+    except TypeError as err:  # keys that are not strings, e.g. `1: x`
+        raise source.error(path, f"invalid arguments: {err}") from None
+
+
+def _lr_args(source: RecipeSource, name: str, values: dict[str, Any], path: Path_) -> dict:
+    cls = getattr(torch.optim.lr_scheduler, name)
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in params if p not in ("self", "optimizer", "last_epoch", "verbose")]
+    for key in values:
+        if key not in allowed:
+            raise source.error(
+                path + (key,),
+                f"unknown key{did_you_mean(str(key), allowed)}; {name} takes: {', '.join(allowed)}",
+            )
+    for key in allowed:
+        if params[key].default is inspect.Parameter.empty and key not in values:
+            raise source.error(path + (key,), f"required key is missing for {name}")
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    try:
+        cls(probe, **values)
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError) as err:
+        raise source.error(path, f"invalid arguments for {name}: {err}") from None
+    return dict(values)
+
+
+def _instance(source: RecipeSource, section: str, name: Any, body: Any) -> Instance:
+    path: Path_ = (section, name)
+    if not isinstance(name, str):
+        raise source.error(path, "instance names must be strings")
+    if not isinstance(body, dict):
+        raise source.error(path, f"must be a mapping with a 'class' key, got {_short(body)}")
+    if "class" not in body:
+        raise source.error(path, "missing 'class': say which algorithm this instance is")
+    class_name = body["class"]
+    if not isinstance(class_name, str):
+        raise source.error(path + ("class",), f"must be a class name, got {_short(class_name)}")
+    spec = find_class(section, class_name)
+    if spec is None:
+        other = section_of(class_name)
+        hint = (
+            f"; it belongs under '{other}'"
+            if other
+            else did_you_mean(class_name, class_names(section))
+        )
+        raise source.error(path + ("class",), f"unknown {section[:-1]} class '{class_name}'{hint}")
+    if spec.unsupported:
+        raise source.error(
+            path + ("class",),
+            f"'{class_name}' is not yet supported by torchslim: {spec.unsupported}",
+        )
+    values = {k: v for k, v in body.items() if k != "class"}
+    if section == "lr_schedulers":
+        return Instance(name, section, spec, _lr_args(source, class_name, values, path), path)
+    values = {k: v for k, v in values.items() if k not in spec.ignored_keys}
+    return Instance(name, section, spec, validate_args(source, spec.args, values, path), path)
+
+
+def _timing(source: RecipeSource, entry: dict, ref: dict, path: Path_) -> Policy:
+    timing = {k: entry[k] for k in TIMING if k in entry}
+    nested = {k: ref[k] for k in TIMING if k in ref}
+    for key in nested:
+        if key in timing:
+            raise source.error(path + (key,), "given twice (inside the reference and beside it)")
+    timing.update(nested)
+
+    def key_path(key: str) -> Path_:
+        return path + ((next(iter(ref_keys)), key) if key in nested else (key,))
+
+    ref_keys = [k for k in entry if k in POLICY_KINDS]
+    for key, value in timing.items():
+        if key == "epochs":
+            ok = isinstance(value, list) and value and all(
+                isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in value
+            )
+            if not ok:
+                raise source.error(
+                    key_path(key), f"must be a non-empty list of epochs >= 0, got {_short(value)}"
+                )
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise source.error(key_path(key), f"must be an integer, got {_short(value)}")
+    if "epochs" in timing:
+        extra = [k for k in timing if k != "epochs"]
+        if extra:
+            raise source.error(key_path(extra[0]), "give either 'epochs' or starting/ending epochs")
+        return Policy(epochs=tuple(timing["epochs"]))
+    if "starting_epoch" not in timing:
+        raise source.error(
+            path,
+            "say when it acts: 'starting_epoch' (with 'ending_epoch', 'frequency') or 'epochs'",
+        )
+    start, end = timing["starting_epoch"], timing.get("ending_epoch")
+    frequency = timing.get("frequency", 1)
+    if start < 0:
+        raise source.error(key_path("starting_epoch"), f"must be >= 0, got {start}")
+    if end is not None and end <= start:
+        raise source.error(
+            key_path("ending_epoch"), f"must be after starting_epoch ({start}), got {end}"
+        )
+    if frequency < 1:
+        raise source.error(key_path("frequency"), f"must be >= 1, got {frequency}")
+    return Policy(starting_epoch=start, ending_epoch=end, frequency=frequency)
+
+
+def _policy(
+    source: RecipeSource, index: int, entry: Any, instances: dict[tuple[str, str], Instance]
+) -> PolicyEntry:
+    path: Path_ = ("policies", index)
+    if not isinstance(entry, dict):
+        raise source.error(path, f"a policy must be a mapping, got {_short(entry)}")
+    kinds = [k for k in entry if k in POLICY_KINDS]
+    unknown = [k for k in entry if k not in POLICY_KINDS and k not in TIMING]
+    if unknown:
+        valid = [*POLICY_KINDS, *TIMING]
+        raise source.error(
+            path + (unknown[0],), f"unknown key{did_you_mean(str(unknown[0]), valid)}"
+        )
+    if len(kinds) != 1:
+        raise source.error(
+            path,
+            f"a policy names exactly one of {', '.join(POLICY_KINDS)}; found {kinds or 'none'}",
+        )
+    kind = kinds[0]
+    ref = entry[kind]
+    if isinstance(ref, str):
+        ref = {"instance_name": ref}
+    if not isinstance(ref, dict) or "instance_name" not in ref:
+        raise source.error(path + (kind,), "must be a mapping with 'instance_name'")
+    extra = [k for k in ref if k != "instance_name" and k not in TIMING]
+    if extra:
+        raise source.error(path + (kind, extra[0]), "unknown key; valid keys: instance_name")
+    name, section = ref["instance_name"], POLICY_KINDS[kind]
+    if not isinstance(name, str):
+        raise source.error(path + (kind, "instance_name"), f"must be a name, got {_short(name)}")
+    if (section, name) not in instances:
+        known = [n for (s, n) in instances if s == section]
+        elsewhere = [s for (s, n) in instances if n == name]
+        hint = (
+            f"; '{name}' is in '{elsewhere[0]}', so use '{_kind_of(elsewhere[0])}:'"
+            if elsewhere
+            else did_you_mean(name, known) or f"; defined {section}: {known or 'none'}"
+        )
+        raise source.error(
+            path + (kind, "instance_name"), f"no {kind} named '{name}' in '{section}'{hint}"
+        )
+    return PolicyEntry(kind, name, _timing(source, entry, ref, path), path)
+
+
+def _kind_of(section: str) -> str:
+    return next(kind for kind, s in POLICY_KINDS.items() if s == section)
+
+
+def validate(source: RecipeSource) -> Recipe:
+    """Check everything that does not need the model; return the validated :class:`Recipe`."""
+    data = source.data
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise source.error(
+                (key,), f"unknown section{did_you_mean(str(key), TOP_LEVEL)}; "
+                f"valid: {', '.join(TOP_LEVEL)}"
+            )
+    if "version" in data and data["version"] != 1:
+        raise source.error(("version",), f"only version 1 exists, got {_short(data['version'])}")
+    if "distillation" in data:
+        raise source.error(
+            ("distillation",),
+            "knowledge distillation is not yet supported by torchslim (the distillation work)",
+        )
+    instances: dict[tuple[str, str], Instance] = {}
+    for section in SECTIONS:
+        body = data.get(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise source.error((section,), f"must be a mapping of named instances, got "
+                               f"{_short(body)}")
+        for name, entry in body.items():
+            instances[(section, name)] = _instance(source, section, name, entry)
+    policies_data = data.get("policies")
+    if policies_data is None:
+        raise source.error((), "the recipe has no 'policies': nothing would ever run")
+    if not isinstance(policies_data, list):
+        raise source.error(("policies",), "must be a list of policies (entries start with '- ')")
+    policies = [_policy(source, i, entry, instances) for i, entry in enumerate(policies_data)]
+    notes = _notes(source, instances, policies)
+    return Recipe(source, instances, policies, notes)
+
+
+def _notes(
+    source: RecipeSource, instances: dict[tuple[str, str], Instance], policies: list[PolicyEntry]
+) -> list[str]:
+    notes = []
+    used = {(POLICY_KINDS[p.kind], p.instance) for p in policies}
+    for key, instance in instances.items():
+        if key not in used:
+            notes.append(f"{source.where(instance.path)}: defined but no policy uses it")
+        body = source.data[instance.section][instance.name]
+        for ignored in instance.spec.ignored_keys:
+            if ignored in body:
+                notes.append(
+                    f"{source.where(instance.path + (ignored,))}: accepted for Distiller "
+                    "compatibility and ignored"
+                )
+    return notes
+
+
+def parse_recipe(text: str, name: str = "<recipe>") -> Recipe:
+    """Validate recipe ``text`` (``name`` is used in error messages)."""
+    return validate(RecipeSource.from_text(text, name))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate the recipe file at ``path``."""
+    return validate(RecipeSource.from_file(path))

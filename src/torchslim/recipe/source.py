@@ -1,0 +1,116 @@
+"""Read a YAML recipe and remember the line of every key, so errors can say ``file:line key.path``.
+
+Example::
+
+    >>> from torchslim.recipe.source import RecipeSource
+    >>> src = RecipeSource.from_text("version: 1\\npruners:\\n  p1:\\n    class: X\\n", "r.yaml")
+    >>> src.data["pruners"]["p1"]["class"]
+    'X'
+    >>> src.where(("pruners", "p1", "class"))
+    'r.yaml:4 pruners.p1.class'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+Path_ = tuple[str | int, ...]
+
+
+class RecipeError(UserError):
+    """A mistake in a recipe, located as ``file:line key.path: what is wrong``."""
+
+
+def format_path(path: Path_) -> str:
+    """``('policies', 0, 'pruner')`` -> ``'policies[0].pruner'``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise RecipeError(f"{name}:{line} {format_path(path + (key,))}: duplicate key")
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, path + (key,), lines, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[path + (index,)] = item.start_mark.line + 1
+            _walk(item, path + (index,), lines, name)
+
+
+@dataclass
+class RecipeSource:
+    """The parsed YAML (``data``), its file name and the line of each key path."""
+
+    data: dict[str, Any]
+    name: str = "<recipe>"
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<recipe>") -> RecipeSource:
+        """Parse ``text``; YAML syntax errors become a :class:`RecipeError` with the line."""
+        try:
+            data = yaml.safe_load(text)
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise RecipeError(f"{name}{line}: not valid YAML: {problem}") from None
+        except RecursionError:
+            raise RecipeError(f"{name}: not valid YAML: nested too deeply") from None
+        if not isinstance(data, dict):
+            kind = "empty" if data is None else f"a {type(data).__name__}"
+            raise RecipeError(
+                f"{name}:1: a recipe must be a mapping with 'policies' and sections such as "
+                f"'pruners', but the file is {kind}"
+            )
+        lines: dict[Path_, int] = {}
+        if node is not None:
+            _walk(node, (), lines, name)
+        return cls(data, name, lines)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RecipeSource:
+        """Read and parse the recipe file at ``path``."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"recipe file '{path}' not found: check the path given to --recipe")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecipeError(f"{path.name}: not a text file (expected YAML)") from None
+        return cls.from_text(text, path.name)
+
+    def line(self, path: Path_) -> int | None:
+        """The line of ``path``, or of its closest enclosing key that has one."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def where(self, path: Path_) -> str:
+        """``file:line key.path`` for error messages."""
+        line = self.line(path)
+        location = f"{self.name}:{line}" if line is not None else self.name
+        return f"{location} {format_path(path)}" if path else location
+
+    def error(self, path: Path_, message: str) -> RecipeError:
+        """A :class:`RecipeError` for ``path`` saying ``message``."""
+        return RecipeError(f"{self.where(path)}: {message}")

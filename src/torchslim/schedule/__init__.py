@@ -1,0 +1,26 @@
+"""Compression schedules: policies (when) and the scheduler that runs methods from the hooks.
+
+Example::
+
+    >>> from torchslim.schedule import Policy
+    >>> Policy(epochs=[0, 5]).describe()
+    'epochs [0, 5]'
+"""
+
+from .policy import Policy
+from .scheduler import (
+    CompressionScheduler,
+    LossWithComponents,
+    LRSchedule,
+    PruneStep,
+    ScheduleContext,
+)
+
+__all__ = [
+    "CompressionScheduler",
+    "LRSchedule",
+    "LossWithComponents",
+    "Policy",
+    "PruneStep",
+    "ScheduleContext",
+]
