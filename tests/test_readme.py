@@ -24,3 +24,18 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
     assert "make demo" in text and "make test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_schedule_example_runs_without_yaml(capsys):
+    example = next(block for block in python_blocks() if "CompressionScheduler(model)" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    schedule, model = namespace["schedule"], namespace["model"]
+    assert [entry["fired"] for entry in schedule.log] == [["agp", "lr"]] * 4 + [["lr"]]
+    for name in ("features.0.0.weight", "features.1.0.weight", "features.3.0.weight"):
+        weight = dict(model.named_parameters())[name]
+        assert abs((weight == 0).float().mean().item() - 0.8) <= 0.5 / weight.numel()
+    assert "agp: features.3.0.weight sparsity 0.8000" in capsys.readouterr().out
+    assert set(namespace["checkpoint"]["schedule"]["masks"]) == {
+        "features.0.0.weight", "features.1.0.weight", "features.3.0.weight"
+    }

@@ -19,8 +19,8 @@ Example::
     [('lr_scheduler', 'lr')]
 """
 
+from ..names import match_names, match_parameters
 from .build import build_scheduler
-from .names import match_names, match_parameters
 from .schema import Recipe, load_recipe, parse_recipe
 from .source import RecipeError, RecipeSource
 

@@ -18,12 +18,21 @@ Example::
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..pruning import (
     AGPPruner,
@@ -35,15 +44,41 @@ from ..pruning import (
 )
 from ..pruning.regularizers import L1Regularizer
 
-Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-WeightList = Annotated[list[str], Field(min_length=1)]
+
+def _usable_pattern(pattern: str) -> str:
+    """Reject weight patterns that would crash the regular-expression engine (not just fail)."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        pass  # not a regex: still fine as an exact name or a glob
+    except (OverflowError, RecursionError) as err:
+        raise ValueError(f"not a usable weight name or pattern: {err}") from None
+    return pattern
+
+
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as text: take such text as the number it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+#: A finite number; in strict models (see :class:`Args`) a boolean is not one.
+Number = Annotated[float, BeforeValidator(_yaml_float), Field(allow_inf_nan=False)]
+Sparsity = Annotated[Number, Field(ge=0.0, lt=1.0)]
+NonNegative = Annotated[Number, Field(ge=0.0)]
+WeightName = Annotated[str, AfterValidator(_usable_pattern)]
+WeightList = Annotated[list[WeightName], Field(min_length=1)]
 
 
 class Args(BaseModel):
-    """Arguments of a recipe class: unknown keys are errors."""
+    """Arguments of a recipe class: unknown keys are errors, and values are not coerced (a
+    boolean is not a number, a number not a name)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: Fields whose values (lists) or keys (mappings) are weight-name patterns.
     weight_fields: ClassVar[tuple[str, ...]] = ()
@@ -67,17 +102,17 @@ class AGPArgs(Args):
 
 class LevelArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("levels",)
-    levels: Annotated[dict[str, Sparsity], Field(min_length=1)]
+    levels: Annotated[dict[WeightName, Sparsity], Field(min_length=1)]
 
 
 class SensitivityArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("sensitivities",)
-    sensitivities: Annotated[dict[str, NonNegative], Field(min_length=1)]
+    sensitivities: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
 
 
 class ThresholdArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("thresholds",)
-    thresholds: Annotated[dict[str, NonNegative], Field(min_length=1)]
+    thresholds: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
 
 
 class SparsityArgs(Args):
@@ -87,12 +122,12 @@ class SparsityArgs(Args):
 
 
 class RandomArgs(SparsityArgs):
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
 
 
 class L1RegularizerArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
-    reg_regims: Annotated[dict[str, NonNegative], Field(min_length=1)]
+    reg_regims: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
     threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
 
 

@@ -30,16 +30,18 @@ Example::
 from __future__ import annotations
 
 import inspect
+import reprlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..errors import did_you_mean
 from ..schedule import Policy
-from .classes import ClassSpec, class_names, find_class, section_of
+from .classes import ClassSpec, Number, class_names, find_class, section_of
 from .source import Path_, RecipeSource
 
 SECTIONS = ("pruners", "quantizers", "regularizers", "lr_schedulers", "extensions")
@@ -86,9 +88,17 @@ class Recipe:
     notes: list[str] = field(default_factory=list)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)  # bounded, even for huge or deeply nested values
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _pydantic_message(error: dict[str, Any], fields: list[str]) -> str:
@@ -102,7 +112,7 @@ def _pydantic_message(error: dict[str, Any], fields: list[str]) -> str:
               "greater_than_equal": ">="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}, got {_short(value)}"
+        return f"must be {bounds[kind]} {_number(limit)}, got {_short(value)}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, got {_short(value)}"
     if kind == "value_error":
@@ -119,11 +129,61 @@ def validate_args(
     try:
         return model(**values)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        # an unknown key first: a misspelt key also shows up as the real one missing
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(part for part in first["loc"] if part != "[key]")
         raise source.error(path + loc, _pydantic_message(first, fields)) from None
     except TypeError as err:  # keys that are not strings, e.g. `1: x`
         raise source.error(path, f"invalid arguments: {err}") from None
+
+
+#: What a recipe may give for each ``torch.optim.lr_scheduler`` argument annotation (torch's
+#: own text); an argument with another annotation is left to the probe in :func:`_lr_probe`.
+_LR_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": Number,
+    "bool": bool,
+    "int | None": int | None,
+    "float | list[float]": Number | list[Number],
+    "Iterable[int]": list[int],
+    "Callable[[float], float] | None": None,
+}
+_STRICT = ConfigDict(strict=True)
+_LR_ADAPTERS = {text: TypeAdapter(kind, config=_STRICT) for text, kind in _LR_TYPES.items()}
+
+
+def _lr_types(source: RecipeSource, params: dict, values: dict[str, Any], path: Path_) -> dict:
+    """``values`` checked against torch's annotations (``1e-3`` read as a number), or a
+    RecipeError for the first that does not fit."""
+    checked = dict(values)
+    for key, value in values.items():
+        adapter = _LR_ADAPTERS.get(params[key].annotation)
+        if adapter is None:
+            continue
+        try:
+            checked[key] = adapter.validate_python(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            index = tuple(part for part in first["loc"] if isinstance(part, int))
+            raise source.error(path + (key, *index), _pydantic_message(first, [])) from None
+    return checked
+
+
+def _lr_probe(source: RecipeSource, name: str, values: dict[str, Any], path: Path_) -> None:
+    """Build the scheduler on a throwaway optimizer and step it once, so values torch rejects
+    (or that would fail on the first step, like ``step_size: 0``) are errors now."""
+    cls = getattr(torch.optim.lr_scheduler, name)
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler = cls(probe, **values)
+            probe.step()
+            scheduler.step()
+    except Exception as err:  # anything torch raises here comes from the recipe's values
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise source.error(path, f"invalid arguments for {name}: {message}") from None
 
 
 def _lr_args(source: RecipeSource, name: str, values: dict[str, Any], path: Path_) -> dict:
@@ -139,12 +199,9 @@ def _lr_args(source: RecipeSource, name: str, values: dict[str, Any], path: Path
     for key in allowed:
         if params[key].default is inspect.Parameter.empty and key not in values:
             raise source.error(path + (key,), f"required key is missing for {name}")
-    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    try:
-        cls(probe, **values)
-    except (TypeError, ValueError, ZeroDivisionError, AttributeError) as err:
-        raise source.error(path, f"invalid arguments for {name}: {err}") from None
-    return dict(values)
+    values = _lr_types(source, params, values, path)
+    _lr_probe(source, name, values, path)
+    return values
 
 
 def _instance(source: RecipeSource, section: str, name: Any, body: Any) -> Instance:
@@ -282,7 +339,7 @@ def validate(source: RecipeSource) -> Recipe:
                 (key,), f"unknown section{did_you_mean(str(key), TOP_LEVEL)}; "
                 f"valid: {', '.join(TOP_LEVEL)}"
             )
-    if "version" in data and data["version"] != 1:
+    if "version" in data and (type(data["version"]) is not int or data["version"] != 1):
         raise source.error(("version",), f"only version 1 exists, got {_short(data['version'])}")
     if "distillation" in data:
         raise source.error(

@@ -21,10 +21,19 @@ import yaml
 from ..errors import UserError
 
 Path_ = tuple[str | int, ...]
+_TAG = "tag:yaml.org,2002:"
 
 
 class RecipeError(UserError):
     """A mistake in a recipe, located as ``file:line key.path: what is wrong``."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\n``), so an error
+    stays one line whatever the recipe's keys and values hold."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def format_path(path: Path_) -> str:
@@ -35,23 +44,61 @@ def format_path(path: Path_) -> str:
     return text
 
 
-def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str) -> None:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a value it cannot build (``!!int x``, the date
+    ``2020-13-01``) is a YAML error with its line rather than a bare ValueError or IndexError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception:  # PyYAML's constructors trust the tag: `!!int abc` fails in int()
+            value = node.value if isinstance(node, yaml.ScalarNode) else node.id
+            kind = node.tag.removeprefix(_TAG)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value!r} is not a valid {kind}", node.start_mark
+            ) from None
+
+
+def _key(node: yaml.Node, path: Path_, name: str) -> str | None:
+    """The text of a mapping key (None for a merge key ``<<``); a key YAML reads as a number,
+    boolean, null or date is an error, since every name in a recipe is text."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag == _TAG + "merge":
+        return None
+    if node.tag != _TAG + "str":
+        kind = node.tag.removeprefix(_TAG)
+        text = node.value or "null"
+        raise RecipeError(one_line(
+            f"{name}:{node.start_mark.line + 1} {format_path(path + (text,))}: keys must be "
+            f"text, but YAML reads {text!r} as {kind}; put it in quotes if it is a name"
+        ))
+    return node.value
+
+
+def _walk(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str, done: set[int]
+) -> None:
+    if id(node) in done:  # an alias of a node walked already (also keeps alias bombs cheap)
+        return
+    done.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key = _key(key_node, path, name)
             if key is None:
                 continue
             if key in seen:
                 line = key_node.start_mark.line + 1
-                raise RecipeError(f"{name}:{line} {format_path(path + (key,))}: duplicate key")
+                where = f"{name}:{line} {format_path(path + (key,))}"
+                raise RecipeError(one_line(f"{where}: duplicate key"))
             seen.add(key)
             lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines, name)
+            _walk(value_node, path + (key,), lines, name, done)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
-            _walk(item, path + (index,), lines, name)
+            _walk(item, path + (index,), lines, name, done)
 
 
 @dataclass
@@ -66,13 +113,13 @@ class RecipeSource:
     def from_text(cls, text: str, name: str = "<recipe>") -> RecipeSource:
         """Parse ``text``; YAML syntax errors become a :class:`RecipeError` with the line."""
         try:
-            data = yaml.safe_load(text)
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.load(text, Loader=_Loader)
+            node = yaml.compose(text, Loader=_Loader)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise RecipeError(f"{name}{line}: not valid YAML: {problem}") from None
+            raise RecipeError(one_line(f"{name}{line}: not valid YAML: {problem}")) from None
         except RecursionError:
             raise RecipeError(f"{name}: not valid YAML: nested too deeply") from None
         if not isinstance(data, dict):
@@ -83,7 +130,7 @@ class RecipeSource:
             )
         lines: dict[Path_, int] = {}
         if node is not None:
-            _walk(node, (), lines, name)
+            _walk(node, (), lines, name, set())
         return cls(data, name, lines)
 
     @classmethod
@@ -113,4 +160,4 @@ class RecipeSource:
 
     def error(self, path: Path_, message: str) -> RecipeError:
         """A :class:`RecipeError` for ``path`` saying ``message``."""
-        return RecipeError(f"{self.where(path)}: {message}")
+        return RecipeError(one_line(f"{self.where(path)}: {message}"))

@@ -2,7 +2,7 @@ import pytest
 
 from torchslim.errors import UserError
 from torchslim.models import create_model
-from torchslim.recipe.names import match_names, match_parameters
+from torchslim.names import match_names, match_parameters
 
 NAMES = ["conv1.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight",
          "layer2.0.conv1.weight", "layer2.10.conv1.weight", "linear.weight", "linear.bias"]

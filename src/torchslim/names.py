@@ -8,7 +8,7 @@ ignored when the model's own names lack it.
 Example::
 
     >>> import torch.nn as nn
-    >>> from torchslim.recipe.names import match_parameters
+    >>> from torchslim.names import match_parameters
     >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
     >>> match_parameters(model, ["*.weight"])
     ['0.weight', '2.weight']
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-from ..errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean
 
 _GLOB_CHARS = set("*?[")
 _PREFIX = "module."

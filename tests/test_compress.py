@@ -1,0 +1,94 @@
+"""`torchslim compress` with the Distiller-format recipes under recipes/, on the demo CNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchslim.cli import main
+from torchslim.models import create_model, load_weights
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _compress(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "compress", "--recipe", str(recipe), "--model", "demo_cnn", "--data", "digits",
+        "--batch-size", "64", "--lr", "0.05", "--out", str(out), "--repeats", "2",
+        "--latency-batch", "16", "--json", "--quiet", *extra,
+    ]
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_agp_recipe_runs_unchanged_and_reaches_final_sparsity(tmp_path, capsys):
+    out = tmp_path / "agp"
+    assert main(_compress(RECIPES / "demo_agp.yaml", out, "--epochs", "5")) == 0
+    result = _last_json(capsys)
+    assert set(result) >= {"top1", "params", "nonzero_params", "macs", "sparsity", "model_path"}
+    assert result["top1"] > 50.0  # 5 epochs from scratch on digits, while pruning to 80 %
+
+    model = create_model("demo_cnn")
+    load_weights(model, result["model_path"])
+    for name in ("features.1.0.weight", "features.3.0.weight"):
+        weight = dict(model.named_parameters())[name]
+        assert (weight == 0).float().mean().item() == pytest.approx(0.8, abs=1e-4)
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    assert result["nonzero_params"] == nonzero
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+
+    log = json.loads((out / "schedule.json").read_text())
+    assert [entry["fired"] for entry in log] == [["conv_pruner"]] * 4 + [[]]
+    final = log[3]["actions"]["conv_pruner"]["sparsity"]["features.3.0.weight"]
+    assert final == pytest.approx(0.8, abs=1e-4)
+    assert (out / "schedule.txt").read_text().startswith("epoch 0: fired conv_pruner")
+    rows = result["rows"]
+    assert [row["name"] for row in rows] == ["demo_cnn (input)", "demo_cnn (demo_agp)"]
+    assert (out / "bench.md").is_file() and (out / "summary.txt").is_file()
+
+
+@pytest.mark.slow
+def test_compress_resumes_to_the_same_model(tmp_path, capsys):
+    recipe, constant = RECIPES / "demo_agp.yaml", ("--schedule", "constant")
+    assert main(_compress(recipe, tmp_path / "a", "--epochs", "4", *constant)) == 0
+    straight = _last_json(capsys)
+    assert main(_compress(recipe, tmp_path / "b", "--epochs", "2", *constant)) == 0
+    capsys.readouterr()
+    assert main(_compress(recipe, tmp_path / "b", "--epochs", "4", "--resume", *constant)) == 0
+    resumed = _last_json(capsys)
+    a = torch.load(straight["model_path"], weights_only=True)["state_dict"]
+    b = torch.load(resumed["model_path"], weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+    assert resumed["nonzero_params"] == straight["nonzero_params"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("demo_filters.yaml", "demo_filters.yaml:7 pruners.filter_pruner.class: "
+         "'L1RankedStructureParameterPruner' is not yet supported by torchslim"),
+        ("demo_dorefa.yaml", "demo_dorefa.yaml:6 quantizers.dorefa_quantizer.class: "
+         "'DorefaQuantizer' is not yet supported by torchslim"),
+    ],
+)
+def test_recipes_of_missing_algorithms_fail_clearly(recipe, message, tmp_path, capsys):
+    assert main(_compress(RECIPES / recipe, tmp_path, "--epochs", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"torchslim compress: error: {message}")
+    assert len(err.splitlines()) == 1
+
+
+def test_notes_warn_when_a_policy_outlasts_training(tmp_path, capsys):
+    assert main([*_compress(RECIPES / "demo_agp.yaml", tmp_path, "--epochs", "2")]) == 0
+    notes = _last_json(capsys)["notes"]
+    assert notes == [
+        "demo_agp.yaml:15 policies[0]: 'conv_pruner' acts until epoch 3 but training has 2 "
+        "epochs (0..1), so it will not finish"
+    ]
