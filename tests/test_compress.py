@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from torchslim.cli import main
+from torchslim.export import read_compressed
 from torchslim.models import create_model, load_weights
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -51,6 +52,8 @@ def test_agp_recipe_runs_unchanged_and_reaches_final_sparsity(tmp_path, capsys):
     rows = result["rows"]
     assert [row["name"] for row in rows] == ["demo_cnn (input)", "demo_cnn (demo_agp)"]
     assert (out / "bench.md").is_file() and (out / "summary.txt").is_file()
+    dense_bytes = (out / "model.pt").stat().st_size
+    assert rows[1]["file_bytes"] == Path(result["model_path"]).stat().st_size < 0.6 * dense_bytes
 
 
 @pytest.mark.slow
@@ -62,8 +65,8 @@ def test_compress_resumes_to_the_same_model(tmp_path, capsys):
     capsys.readouterr()
     assert main(_compress(recipe, tmp_path / "b", "--epochs", "4", "--resume", *constant)) == 0
     resumed = _last_json(capsys)
-    a = torch.load(straight["model_path"], weights_only=True)["state_dict"]
-    b = torch.load(resumed["model_path"], weights_only=True)["state_dict"]
+    a = read_compressed(straight["model_path"])[0]
+    b = read_compressed(resumed["model_path"])[0]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert resumed["nonzero_params"] == straight["nonzero_params"]

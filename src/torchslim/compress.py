@@ -2,8 +2,9 @@
 
 :func:`compress` is what ``torchslim compress`` runs: the :class:`~torchslim.train.Trainer`
 with a :class:`~torchslim.schedule.CompressionScheduler` as its callback, then the masks baked
-in (the pruned weights stay zero in ``model.pt``), and the schedule log written beside the
-checkpoints as ``schedule.json`` and ``schedule.txt``.
+in, the result saved as ``compressed.pt`` (sparse tensors stored by their non-zeros, see
+:mod:`torchslim.export.storage`; ``model.pt`` holds the same weights densely), and the schedule
+log written beside the checkpoints as ``schedule.json`` and ``schedule.txt``.
 
 Example::
 
@@ -38,10 +39,13 @@ from typing import Any
 
 from torch import nn
 
+from .export import save_compressed
 from .fileio import atomic_write_text
 from .recipe import Recipe, build_scheduler
 from .schedule import CompressionScheduler
 from .train import TrainConfig, Trainer
+
+COMPRESSED_NAME = "compressed.pt"
 
 
 @dataclass
@@ -55,7 +59,8 @@ class CompressionRun:
 
     @property
     def model_path(self) -> Path | None:
-        return self.out_dir / "model.pt" if self.out_dir is not None else None
+        """The compressed model file (sparse tensors stored by their non-zeros)."""
+        return self.out_dir / COMPRESSED_NAME if self.out_dir is not None else None
 
 
 def schedule_notes(recipe: Recipe, epochs: int) -> list[str]:
@@ -103,4 +108,5 @@ def compress(
     scheduler.masks.remove()
     if out is not None:
         write_schedule_log(scheduler, out)
+        save_compressed(trainer.model, out / COMPRESSED_NAME, meta=model_meta)
     return CompressionRun(trainer.model, scheduler, history, out)

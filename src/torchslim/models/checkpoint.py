@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, closest
+from ..export.storage import decode_state_dict, is_compressed
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
@@ -77,8 +78,14 @@ def _describe(keys: list[str], known: list[str], label: str) -> str:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
-    """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys."""
-    state = extract_state_dict(read_checkpoint(path))
+    """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys.
+
+    Files written by :func:`torchslim.export.save_compressed` are decoded first.
+    """
+    checkpoint = read_checkpoint(path)
+    if is_compressed(checkpoint):
+        checkpoint = decode_state_dict(checkpoint["state"])
+    state = extract_state_dict(checkpoint)
     expected = model.state_dict()
     # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it does not affect inference.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
