@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from torchslim.analysis import summarize
 from torchslim.cli import main
 from torchslim.export import read_compressed
 from torchslim.models import create_model, load_weights
@@ -72,19 +75,47 @@ def test_compress_resumes_to_the_same_model(tmp_path, capsys):
     assert resumed["nonzero_params"] == straight["nonzero_params"]
 
 
-@pytest.mark.parametrize(
-    ("recipe", "message"),
-    [
-        ("demo_filters.yaml", "demo_filters.yaml:7 pruners.filter_pruner.class: "
-         "'L1RankedStructureParameterPruner' is not yet supported by torchslim"),
-        ("demo_dorefa.yaml", "demo_dorefa.yaml:6 quantizers.dorefa_quantizer.class: "
-         "'DorefaQuantizer' is not yet supported by torchslim"),
-    ],
-)
-def test_recipes_of_missing_algorithms_fail_clearly(recipe, message, tmp_path, capsys):
-    assert main(_compress(RECIPES / recipe, tmp_path, "--epochs", "1")) == 2
+@pytest.mark.slow
+def test_filter_recipe_thins_the_model_and_it_reloads_in_a_fresh_process(tmp_path, capsys):
+    out = tmp_path / "filters"
+    assert main(_compress(RECIPES / "demo_filters.yaml", out, "--epochs", "2")) == 0
+    result = _last_json(capsys)
+    dense_macs = summarize(create_model("demo_cnn"), (1, 8, 8)).macs
+    assert result["macs"] < 0.4 * dense_macs  # 19 of 32 and 38 of 64 channels are left
+    log = json.loads((out / "schedule.json").read_text())
+    assert log[0]["fired"] == ["filter_pruner", "net_thinner"]
+    assert log[0]["actions"]["filter_pruner"]["channels_pruned"]["features.1.0"] == "26/64"
+    assert log[0]["actions"]["net_thinner"]["thinned"]["features.1.0"] == {"out": 38, "in": 19}
+    for path in (result["model_path"], str(out / "model.pt")):
+        done = subprocess.run(
+            [sys.executable, "-m", "torchslim", "eval", "--model", "demo_cnn", "--weights", path,
+             "--data", "digits", "--json", "--quiet"],
+            capture_output=True, text=True, check=True,
+        )
+        top1 = json.loads(done.stdout.splitlines()[-1])["top1"]
+        assert top1 == pytest.approx(result["top1"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_thinned_run_resumes_to_the_same_model(tmp_path, capsys):
+    recipe, constant = RECIPES / "demo_filters.yaml", ("--schedule", "constant")
+    assert main(_compress(recipe, tmp_path / "a", "--epochs", "3", *constant)) == 0
+    straight = _last_json(capsys)
+    assert main(_compress(recipe, tmp_path / "b", "--epochs", "1", *constant)) == 0
+    assert main(_compress(recipe, tmp_path / "b", "--epochs", "3", "--resume", *constant)) == 0
+    resumed = _last_json(capsys)
+    a, b = read_compressed(straight["model_path"])[0], read_compressed(resumed["model_path"])[0]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_recipe_of_a_missing_algorithm_fails_clearly(tmp_path, capsys):
+    assert main(_compress(RECIPES / "demo_dorefa.yaml", tmp_path, "--epochs", "1")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"torchslim compress: error: {message}")
+    assert err.startswith(
+        "torchslim compress: error: demo_dorefa.yaml:6 quantizers.dorefa_quantizer.class: "
+        "'DorefaQuantizer' is not yet supported by torchslim"
+    )
     assert len(err.splitlines()) == 1
 
 

@@ -186,7 +186,7 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
         model, recipe, _loader(args, spec, train_set, train=True), _train_config(args, schedule),
         eval_batches=eval_batches, num_classes=train_set.num_classes, out_dir=args.out,
         progress=not args.quiet, model_meta={"model": args.model, "classes": train_set.classes},
-        resume=args.resume,
+        resume=args.resume, example_input=torch.zeros(1, *eval_set.image_shape),
     )
     input_shape = eval_set.image_shape
     summary = summarize(run.model, input_shape)

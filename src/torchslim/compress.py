@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .export import save_compressed
-from .fileio import atomic_write_text
+from .fileio import atomic_torch_save, atomic_write_text
 from .recipe import Recipe, build_scheduler
 from .schedule import CompressionScheduler
 from .train import TrainConfig, Trainer
@@ -94,10 +95,16 @@ def compress(
     progress: bool = True,
     model_meta: dict[str, Any] | None = None,
     resume: bool = False,
+    example_input: torch.Tensor | None = None,
 ) -> CompressionRun:
-    """Fine-tune ``model`` under ``recipe`` (or a ready scheduler) for ``config.epochs``."""
+    """Fine-tune ``model`` under ``recipe`` (or a ready scheduler) for ``config.epochs``.
+
+    ``example_input`` (one batch the model accepts) is needed when the recipe prunes structures
+    or thins the model. The saved files carry the thinning records in their ``meta``, so
+    :func:`torchslim.models.load_weights` reshapes a fresh model before loading them.
+    """
     scheduler = recipe if isinstance(recipe, CompressionScheduler) else build_scheduler(
-        recipe, model
+        recipe, model, example_input
     )
     out = Path(out_dir) if out_dir is not None else None
     trainer = Trainer(
@@ -108,5 +115,10 @@ def compress(
     scheduler.masks.remove()
     if out is not None:
         write_schedule_log(scheduler, out)
-        save_compressed(trainer.model, out / COMPRESSED_NAME, meta=model_meta)
+        meta = {**(model_meta or {}), "thinning": scheduler.thinning}
+        save_compressed(trainer.model, out / COMPRESSED_NAME, meta=meta)
+        if scheduler.thinning:  # the dense copy must also say how to reshape a fresh model
+            atomic_torch_save(
+                {"state_dict": trainer.model.state_dict(), "meta": meta}, out / "model.pt"
+            )
     return CompressionRun(trainer.model, scheduler, history, out)

@@ -80,12 +80,20 @@ def _describe(keys: list[str], known: list[str], label: str) -> str:
 def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
     """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys.
 
-    Files written by :func:`torchslim.export.save_compressed` are decoded first.
+    Files written by :func:`torchslim.export.save_compressed` are decoded first, and a model
+    thinned by structured pruning (``meta["thinning"]`` records in the file) is reshaped to the
+    saved shapes before loading: no model code is unpickled.
     """
     checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
     if is_compressed(checkpoint):
         checkpoint = decode_state_dict(checkpoint["state"])
     state = extract_state_dict(checkpoint)
+    if isinstance(meta, dict) and meta.get("thinning"):
+        from ..pruning.thinning import apply_thinning  # pruning builds on models
+
+        for record in meta["thinning"]:
+            apply_thinning(model, record)
     expected = model.state_dict()
     # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it does not affect inference.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]

@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -307,6 +308,12 @@ class BNGammaL1Regularizer:
             m.weight for m in model.modules() if isinstance(m, _BatchNorm) and m.weight is not None
         ]
 
+    kind = "regularizer"
+
     def penalty(self) -> torch.Tensor:
         """The loss term ``strength * sum |gamma|``."""
         return self.strength * sum(gamma.abs().sum() for gamma in self._gammas(self.model))
+
+    def before_backward_pass(self, ctx: Any, loss: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The compression scheduler's hook: the penalty as a loss term."""
+        return self.penalty()

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..errors import UserError
@@ -47,12 +48,18 @@ def build_method(recipe: Recipe, instance: Instance, model: nn.Module):
     if instance.section == "lr_schedulers":
         return LRSchedule(instance.spec.name, **instance.args)
     check_weight_names(recipe, instance, model)
-    return instance.spec.build(instance.args)
+    return instance.spec.build(instance.args, model)
 
 
-def build_scheduler(recipe: Recipe, model: nn.Module) -> CompressionScheduler:
-    """A scheduler running every policy of ``recipe`` on ``model``, in the recipe's order."""
-    scheduler = CompressionScheduler(model)
+def build_scheduler(
+    recipe: Recipe, model: nn.Module, example_input: torch.Tensor | None = None
+) -> CompressionScheduler:
+    """A scheduler running every policy of ``recipe`` on ``model``, in the recipe's order.
+
+    ``example_input`` (one batch the model accepts) is needed by structured pruning and thinning,
+    which trace the model.
+    """
+    scheduler = CompressionScheduler(model, example_input=example_input)
     built = {}
     for entry in recipe.policies:
         key = (POLICY_KINDS[entry.kind], entry.instance)

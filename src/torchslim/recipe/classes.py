@@ -33,6 +33,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from torch import nn
 
 from ..pruning import (
     AGPPruner,
@@ -42,7 +43,16 @@ from ..pruning import (
     SensitivityPruner,
     ThresholdPruner,
 )
+from ..pruning.pruners import resolve_values
 from ..pruning.regularizers import L1Regularizer
+from ..pruning.structured import (
+    BNGammaL1Regularizer,
+    BNGammaPruner,
+    ChannelNormPruner,
+    FilterNormPruner,
+    RandomChannelPruner,
+)
+from ..schedule.steps import StructuredPruneStep, ThinningStep
 
 
 def _usable_pattern(pattern: str) -> str:
@@ -131,6 +141,55 @@ class L1RegularizerArgs(Args):
     threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
 
 
+def _list_to_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+StructureKind = Literal["3D", "Filters", "Channels"]
+Regime = Annotated[tuple[Sparsity, StructureKind], BeforeValidator(_list_to_tuple)]
+
+
+class RankedStructureArgs(Args):
+    """Distiller's ``reg_regims: {weight: [ratio, '3D' | 'Channels']}``."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, Regime], Field(min_length=1)]
+
+
+class BernoulliArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    desired_sparsity: Sparsity
+    weights: WeightList
+    group_type: Literal["Filters", "Channels"] = "Filters"
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+
+
+class ChannelRankArgs(Args):
+    """torchslim's structured pruners: ``weights`` picks layers (default: all)."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    sparsity: Sparsity
+    weights: WeightList | None = None
+    norm: Literal[1, 2] = 1
+    global_ranking: bool = False
+
+
+class BNGammaArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    sparsity: Sparsity
+    weights: WeightList | None = None
+    global_ranking: bool = False
+
+
+class StrengthArgs(Args):
+    strength: NonNegative
+
+
+class ThinningArgs(Args):
+    """No arguments of its own: Distiller's ``thinning_func_str``, ``arch`` and ``dataset`` are
+    accepted and ignored (thinning follows the traced graph)."""
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     """One class a recipe section may name."""
@@ -138,17 +197,54 @@ class ClassSpec:
     name: str
     section: str
     args: type[BaseModel] | None = None
-    build: Callable[[Any], Any] | None = None
+    build: Callable[[Any, nn.Module], Any] | None = None
     unsupported: str = ""
     ignored_keys: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
 _NOT_YET_QUANT = "quantization-aware training is not implemented yet (the quantization work)"
-_NOT_YET_STRUCT = "structured pruning and thinning are not implemented yet (the pruning work)"
 
-def _agp(a: AGPArgs) -> AGPPruner:
+def _agp(a: AGPArgs, model: nn.Module) -> AGPPruner:
     return AGPPruner(a.weights, a.initial_sparsity, a.final_sparsity, a.scope)
+
+
+def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
+    """Module names of the weights ``patterns`` select (None = every layer)."""
+    if patterns is None:
+        return None
+    names = resolve_values(model, dict.fromkeys(patterns, 0.0))
+    return list(dict.fromkeys(name.rpartition(".")[0] for name in names))
+
+
+def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
+    regimes = []
+    for pattern, (ratio, kind) in a.reg_regims.items():
+        layers = _layers(model, [pattern])
+        regimes.append((layers, FilterNormPruner(ratio, norm=1), False) if kind != "Channels"
+                       else (layers, ChannelNormPruner(ratio, norm=1), True))
+    return StructuredPruneStep(regimes=regimes)
+
+
+def _bernoulli(a: BernoulliArgs, model: nn.Module) -> StructuredPruneStep:
+    pruner = RandomChannelPruner(a.desired_sparsity, seed=a.seed)
+    return StructuredPruneStep(
+        regimes=[(_layers(model, a.weights), pruner, a.group_type == "Channels")]
+    )
+
+
+def _norm_ranked(cls, inputs: bool):
+    def build(a: ChannelRankArgs, model: nn.Module) -> StructuredPruneStep:
+        pruner = cls(a.sparsity, norm=a.norm, global_ranking=a.global_ranking)
+        layers = _layers(model, a.weights)
+        return StructuredPruneStep(regimes=[(layers, pruner, inputs and layers is not None)])
+
+    return build
+
+
+def _bn_gamma(a: BNGammaArgs, model: nn.Module) -> StructuredPruneStep:
+    pruner = BNGammaPruner(a.sparsity, global_ranking=a.global_ranking)
+    return StructuredPruneStep(regimes=[(_layers(model, a.weights), pruner, False)])
 
 
 _PRUNERS = [
@@ -157,20 +253,20 @@ _PRUNERS = [
     (
         ("LevelParameterPruner", "SparsityLevelParameterPruner", "LevelPruner"),
         LevelArgs,
-        lambda a: LevelPruner(a.levels),
+        lambda a, model: LevelPruner(a.levels),
     ),
-    (("SensitivityPruner",), SensitivityArgs, lambda a: SensitivityPruner(a.sensitivities)),
+    (("SensitivityPruner",), SensitivityArgs, lambda a, model: SensitivityPruner(a.sensitivities)),
     (
         ("MagnitudeParameterPruner", "ThresholdPruner"),
         ThresholdArgs,
-        lambda a: ThresholdPruner(a.thresholds),
+        lambda a, model: ThresholdPruner(a.thresholds),
     ),
     (
         ("GlobalMagnitudePruner",),
         SparsityArgs,
-        lambda a: GlobalMagnitudePruner(a.weights, a.sparsity),
+        lambda a, model: GlobalMagnitudePruner(a.weights, a.sparsity),
     ),
-    (("RandomPruner",), RandomArgs, lambda a: RandomPruner(a.weights, a.sparsity, a.seed)),
+    (("RandomPruner",), RandomArgs, lambda a, model: RandomPruner(a.weights, a.sparsity, a.seed)),
 ]
 
 CLASSES: dict[str, dict[str, ClassSpec]] = {
@@ -181,8 +277,14 @@ CLASSES: dict[str, dict[str, ClassSpec]] = {
             for name in names
         },
         **{
-            name: ClassSpec(name, "pruners", unsupported=_NOT_YET_STRUCT)
-            for name in ("L1RankedStructureParameterPruner", "BernoulliFilterPruner")
+            name: ClassSpec(name, "pruners", args, build)
+            for name, args, build in [
+                ("L1RankedStructureParameterPruner", RankedStructureArgs, _ranked),
+                ("BernoulliFilterPruner", BernoulliArgs, _bernoulli),
+                ("FilterPruner", ChannelRankArgs, _norm_ranked(FilterNormPruner, False)),
+                ("ChannelPruner", ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
+                ("BNGammaPruner", BNGammaArgs, _bn_gamma),
+            ]
         },
     },
     "quantizers": {
@@ -192,8 +294,12 @@ CLASSES: dict[str, dict[str, ClassSpec]] = {
     "regularizers": {
         "L1Regularizer": ClassSpec(
             "L1Regularizer", "regularizers", L1RegularizerArgs,
-            lambda a: L1Regularizer(a.reg_regims),
+            lambda a, model: L1Regularizer(a.reg_regims),
             ignored_keys=("threshold_criteria",),
+        ),
+        "BNGammaL1Regularizer": ClassSpec(
+            "BNGammaL1Regularizer", "regularizers", StrengthArgs,
+            lambda a, model: BNGammaL1Regularizer(model, a.strength),
         ),
         "GroupLassoRegularizer": ClassSpec(
             "GroupLassoRegularizer", "regularizers",
@@ -201,8 +307,11 @@ CLASSES: dict[str, dict[str, ClassSpec]] = {
         ),
     },
     "extensions": {
-        name: ClassSpec(name, "extensions", unsupported=_NOT_YET_STRUCT)
-        for name in ("FilterRemover", "ChannelRemover")
+        name: ClassSpec(
+            name, "extensions", ThinningArgs, lambda a, model: ThinningStep(),
+            ignored_keys=("thinning_func_str", "arch", "dataset"),
+        )
+        for name in ("FilterRemover", "ChannelRemover", "Thinning")
     },
 }
 

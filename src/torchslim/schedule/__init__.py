@@ -8,13 +8,8 @@ Example::
 """
 
 from .policy import Policy
-from .scheduler import (
-    CompressionScheduler,
-    LossWithComponents,
-    LRSchedule,
-    PruneStep,
-    ScheduleContext,
-)
+from .scheduler import CompressionScheduler, LossWithComponents, ScheduleContext
+from .steps import LRSchedule, PruneStep, StructuredPruneStep, ThinningStep
 
 __all__ = [
     "CompressionScheduler",
@@ -23,4 +18,6 @@ __all__ = [
     "Policy",
     "PruneStep",
     "ScheduleContext",
+    "StructuredPruneStep",
+    "ThinningStep",
 ]

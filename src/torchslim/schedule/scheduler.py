@@ -5,7 +5,8 @@ It is a :class:`~torchslim.train.Callback`: give it to the :class:`~torchslim.tr
 call its hooks from your own loop. Methods are plain objects; the scheduler only decides when
 they act. Pruning masks live in ``scheduler.masks`` and are re-applied after every optimizer
 step, so pruned weights stay zero. ``state_dict()`` holds the masks, which policies fired, and
-each method's own state, so a resumed run continues the schedule exactly. ``log`` lists, per
+each method's own state and the thinning records (a fresh model is reshaped on load), so a
+resumed run continues the schedule exactly. ``log`` lists, per
 epoch, the policies that fired and what they did to each layer.
 
 Example (a hand-written loop)::
@@ -35,7 +36,6 @@ Example (a hand-written loop)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -44,19 +44,28 @@ from torch import nn
 
 from ..errors import UserError
 from ..pruning import Masks, Pruner
+from ..pruning.structured import StructuredPruner
+from ..pruning.thinning import apply_thinning
 from ..train.callbacks import Callback
 from .policy import Policy
+from .steps import PruneStep, StructuredPruneStep
 
 
 @dataclass
 class ScheduleContext:
-    """What a scheduled method sees when it acts."""
+    """What a scheduled method sees when it acts.
+
+    ``example_input`` is one batch the model accepts (structured pruning traces the model with
+    it); ``thinning`` is the scheduler's list of thinning records, in the order they happened.
+    """
 
     model: nn.Module
     masks: Masks
     optimizer: torch.optim.Optimizer | None
     epoch: int
     progress: float
+    example_input: torch.Tensor | None = None
+    thinning: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LossWithComponents(NamedTuple):
@@ -64,64 +73,6 @@ class LossWithComponents(NamedTuple):
 
     overall_loss: torch.Tensor
     loss_components: dict[str, torch.Tensor]
-
-
-class PruneStep:
-    """Adapter: run ``pruner.prune`` on the first hook of each firing epoch."""
-
-    kind = "pruner"
-
-    def __init__(self, pruner: Pruner) -> None:
-        self.pruner = pruner
-
-    def on_epoch_begin(self, ctx: ScheduleContext) -> dict[str, Any]:
-        return {"sparsity": self.pruner.prune(ctx.masks, ctx.progress)}
-
-
-class LRSchedule:
-    """A ``torch.optim.lr_scheduler`` class (or its name) built on the training optimizer when
-    first needed, and stepped at the end of every firing epoch.
-
-    Its steps compose with the trainer's own (chainable) schedule.
-    """
-
-    kind = "lr_scheduler"
-
-    def __init__(self, scheduler: str | Callable[..., Any], **kwargs: Any) -> None:
-        if isinstance(scheduler, str):
-            scheduler = getattr(torch.optim.lr_scheduler, scheduler)
-        self.factory = scheduler
-        self.kwargs = kwargs
-        self.scheduler: Any = None
-        self._pending_state: dict[str, Any] | None = None
-
-    def _build(self, optimizer: torch.optim.Optimizer) -> Any:
-        if self.scheduler is None:
-            self.scheduler = self.factory(optimizer, **self.kwargs)
-            if self._pending_state is not None:
-                self.scheduler.load_state_dict(self._pending_state)
-        return self.scheduler
-
-    def on_epoch_begin(self, ctx: ScheduleContext) -> dict[str, Any]:
-        if ctx.optimizer is None:
-            raise ValueError("an LR schedule needs the optimizer: pass optimizer= to the hooks")
-        self._build(ctx.optimizer)
-        return {}
-
-    def on_epoch_end(self, ctx: ScheduleContext) -> dict[str, Any]:
-        scheduler = self._build(ctx.optimizer)
-        scheduler.step()
-        return {"lr": [group["lr"] for group in ctx.optimizer.param_groups]}
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.scheduler is not None:
-            return {"scheduler": self.scheduler.state_dict()}
-        return {"scheduler": self._pending_state} if self._pending_state else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending_state = state.get("scheduler")
-        if self.scheduler is not None and self._pending_state is not None:
-            self.scheduler.load_state_dict(self._pending_state)
 
 
 @dataclass
@@ -139,17 +90,27 @@ class _Entry:
 class CompressionScheduler(Callback):
     """Runs scheduled compression methods from the training hooks (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, masks: Masks | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Masks | None = None,
+        example_input: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
         self.masks = masks if masks is not None else Masks(model)
+        self.example_input = example_input
+        self.thinning: list[dict[str, Any]] = []
         self.entries: list[_Entry] = []
         self.log: list[dict[str, Any]] = []
         self.last_loss_components: dict[str, float] = {}
 
     def add(self, method: Any, policy: Policy, name: str | None = None) -> None:
-        """Schedule ``method`` (a pruner, regularizer, :class:`LRSchedule` or extension)."""
+        """Schedule ``method``: a pruner (element-wise or structured), a regularizer, an
+        :class:`~torchslim.schedule.steps.LRSchedule`, a thinning step or any step object."""
         if isinstance(method, Pruner):
             method = PruneStep(method)
+        elif isinstance(method, StructuredPruner):
+            method = StructuredPruneStep(method)
         name = name or f"{type(method).__name__.lower()}_{len(self.entries)}"
         if any(entry.name == name for entry in self.entries):
             raise ValueError(f"a method named '{name}' is already scheduled")
@@ -160,16 +121,19 @@ class CompressionScheduler(Callback):
         return [entry.name for entry in self.entries if entry.policy.fires(epoch)]
 
     # -- hooks ---------------------------------------------------------------------------------
+    def _context(self, entry: _Entry, epoch: int, optimizer) -> ScheduleContext:
+        return ScheduleContext(
+            self.model, self.masks, optimizer, epoch, entry.policy.progress(epoch),
+            self.example_input, self.thinning,
+        )
+
     def _run(self, hook: str, epoch: int, optimizer) -> dict[str, dict[str, Any]]:
         done = {}
         for entry in self.entries:
             method = getattr(entry.method, hook, None)
             if method is None or not entry.policy.fires(epoch):
                 continue
-            ctx = ScheduleContext(
-                self.model, self.masks, optimizer, epoch, entry.policy.progress(epoch)
-            )
-            done[entry.name] = method(ctx) or {}
+            done[entry.name] = method(self._context(entry, epoch, optimizer)) or {}
         return done
 
     def _log_entry(self, epoch: int) -> dict[str, Any]:
@@ -213,10 +177,7 @@ class CompressionScheduler(Callback):
             method = getattr(entry.method, "before_backward_pass", None)
             if method is None or not entry.policy.fires(epoch):
                 continue
-            ctx = ScheduleContext(
-                self.model, self.masks, optimizer, epoch, entry.policy.progress(epoch)
-            )
-            term = method(ctx, loss, **kwargs)
+            term = method(self._context(entry, epoch, optimizer), loss, **kwargs)
             if term is not None:
                 components[entry.name] = term
         overall = loss + sum(components.values()) if components else loss
@@ -250,6 +211,7 @@ class CompressionScheduler(Callback):
                 if hasattr(entry.method, "state_dict")
             },
             "log": self.log,
+            "thinning": self.thinning,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,6 +221,9 @@ class CompressionScheduler(Callback):
                 f"the checkpoint's schedule has methods {sorted(state['fired'])}, this one "
                 f"{sorted(names)}: resume with the same recipe or use a new --out directory"
             )
+        for record in state.get("thinning", [])[len(self.thinning):]:
+            apply_thinning(self.model, record)  # a fresh model takes the thinned shapes first
+            self.thinning.append(record)
         for entry in self.entries:
             entry.fired = list(state["fired"][entry.name])
             if entry.name in state["methods"]:
