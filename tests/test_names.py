@@ -42,3 +42,9 @@ def test_pattern_matching_nothing_names_it_and_suggests():
     with pytest.raises(UserError, match=r"'layer1\.0\.conv3\.weight' matches no parameter.*"
                                         r"did you mean 'layer1\.0\.conv2\.weight'"):
         match_parameters(create_model("cifar_resnet20"), ["layer1.0.conv3.weight"])
+
+
+def test_patterns_that_break_the_regex_engine_match_nothing():
+    names = ["conv.weight"]
+    assert match_names("x{99999999999}", names) == []
+    assert match_names("[[", names) == []

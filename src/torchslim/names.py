@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 
 from torch import nn
@@ -49,8 +50,10 @@ def match_names(pattern: str, names: Sequence[str]) -> list[str]:
         if hits:
             return hits
     try:
-        regex = re.compile(pattern)
-    except re.error:
+        with warnings.catch_warnings():  # "possible nested set" for patterns such as '[['
+            warnings.simplefilter("ignore", FutureWarning)
+            regex = re.compile(pattern)
+    except (re.error, OverflowError, RecursionError):
         return []
     return [n for n in names if regex.fullmatch(n)]
 
