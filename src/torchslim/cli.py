@@ -50,6 +50,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad levels '{text}': write them as 0.1,0.5,0.9"
+        ) from None
+    if not levels or any(not 0 <= level < 1 for level in levels):
+        raise argparse.ArgumentTypeError(f"bad levels '{text}': each must be in [0, 1)")
+    return levels
+
+
 def _add_model_args(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
     parser.add_argument(
         "--model", required=True,
@@ -145,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p, Path("runs/compress"), schedule_default=None)
     p.add_argument("--latency-batch", type=_positive_int, default=256, help="the large batch")
     p.add_argument("--repeats", type=_positive_int, default=20, help="latency repeats")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "sensitivity", help="prune one layer at a time at several levels, evaluate each (plot)"
+    )
+    _add_model_args(p, weights_required=True)
+    _add_data_args(p, "test")
+    p.add_argument(
+        "--levels", type=_levels, default=[round(0.1 * i, 1) for i in range(1, 10)],
+        help="comma-separated sparsity levels (default: 0.1,0.2,...,0.9)",
+    )
+    p.add_argument(
+        "--granularity", nargs="+", default=["element"], choices=["element", "filter", "channel"],
+        help="prune single weights, whole filters, or whole input channels (several allowed)",
+    )
+    p.add_argument(
+        "--layers", nargs="+", default=None, metavar="PATTERN",
+        help="weights to analyse: names, globs or regexes (default: every conv and linear weight)",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/sensitivity"))
     _add_common(p)
 
     p = sub.add_parser("bench", help="one table: accuracy, size, MACs, latency, memory per model")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .analysis import summarize
+from .analysis.sensitivity import format_sensitivity, sensitivity_analysis
 from .bench import BenchTable
 from .bench.measure import measure_row
 from .compress import compress, schedule_notes
@@ -223,6 +224,30 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
         "notes": notes,
         "files": files,
     })
+
+
+def run_sensitivity(args: argparse.Namespace, emit: Emit) -> None:
+    dataset = _load(args, args.split)
+    model, spec = build_model(args.model, args.weights, dataset.num_classes)
+    batches = _loader(args, spec, dataset)
+
+    def score(pruned: nn.Module) -> dict[str, float]:
+        result = evaluate(pruned, batches, dataset.num_classes)
+        return {"top1": result.top1, "top5": result.top5, "loss": result.loss}
+
+    dense = score(model)
+    result = sensitivity_analysis(
+        model, score, args.levels, weights=args.layers, granularities=args.granularity,
+        progress=not args.quiet,
+    )
+    result.meta.update(model=args.model, weights=args.weights, data=args.data, split=args.split,
+                       images=len(dataset), dense=dense)
+    paths = result.write(args.out)
+    if not args.quiet:
+        print(format_sensitivity(result, dense["top1"]))
+        print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    emit(args, {"dense": dense, "rows": len(result.rows),
+                "files": {kind: str(path) for kind, path in paths.items()}})
 
 
 def _parse_bench_entry(entry: str) -> tuple[str, str | None, str]:
