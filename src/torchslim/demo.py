@@ -1,4 +1,5 @@
-"""The main job: train the demo CNN on the digits data, evaluate, summarise and benchmark it.
+"""The main job: train the demo CNN on the digits data, evaluate, summarise, compress it with two
+recipes (gradual pruning; filter pruning with thinning) and benchmark all three side by side.
 
 Everything lands under one output folder (``runs/demo`` from the command line)::
 
@@ -8,34 +9,54 @@ Example (a short run)::
 
     >>> import tempfile
     >>> from torchslim.demo import run_demo
-    >>> result = run_demo(tempfile.mkdtemp(), epochs=1, quiet=True, repeats=2)
+    >>> result = run_demo(tempfile.mkdtemp(), epochs=1, quiet=True, repeats=2, finetune_epochs=1)
     >>> sorted(result["files"])[:3]
     ['bench_csv', 'bench_json', 'bench_md']
+    >>> [row["name"] for row in result["rows"]]
+    ['demo_cnn (dense)', 'demo_cnn (AGP 80 %)', 'demo_cnn (filters -40 %, thinned)']
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .analysis import summarize
 from .bench import BenchTable, plot_tradeoff
 from .bench.measure import measure_row
 from .commands import machine_meta, write_eval_outputs
+from .compress import compress
 from .data import BatchLoader, load_digits
 from .fileio import atomic_write_text
 from .models import create_model, get_model_spec
+from .recipe import load_recipe
 from .train import TrainConfig, Trainer, evaluate, seed_everything
 
 MODEL = "demo_cnn"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+#: The compressed rows of the demo: (recipe under recipes/, row label), fine-tuned from the
+#: trained dense model for FINETUNE_EPOCHS each.
+RECIPE_ROWS = [
+    ("demo_agp.yaml", "demo_cnn (AGP 80 %)"),
+    ("demo_filters.yaml", "demo_cnn (filters -40 %, thinned)"),
+]
+FINETUNE_EPOCHS = 6
 
 
 def run_demo(
-    out: str | os.PathLike, epochs: int = 30, quiet: bool = False, repeats: int = 20
+    out: str | os.PathLike,
+    epochs: int = 30,
+    quiet: bool = False,
+    repeats: int = 20,
+    finetune_epochs: int = FINETUNE_EPOCHS,
 ) -> dict[str, Any]:
-    """Train, evaluate and benchmark the demo CNN; return the JSON summary of the run."""
+    """Train, evaluate and benchmark the demo CNN, then compress it with the recipes of
+    :data:`RECIPE_ROWS`; return the JSON summary of the run."""
     out = Path(out)
     spec = get_model_spec(MODEL)
     train_set, test_set = load_digits("train"), load_digits("test")
@@ -62,13 +83,28 @@ def run_demo(
     atomic_write_text(out / "summary.txt", summary.format_table() + "\n")
     atomic_write_text(out / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
 
-    row = measure_row(
-        "demo_cnn (dense)", model, spec.input_shape, test_batches,
-        num_classes=test_set.num_classes, latency_batch=256, repeats=repeats,
+    measure = {"num_classes": test_set.num_classes, "latency_batch": 256, "repeats": repeats}
+    rows = [measure_row(
+        "demo_cnn (dense)", model, spec.input_shape, test_batches, **measure,
         file_bytes=(out / "train" / "model.pt").stat().st_size,
-    )
-    table = BenchTable([row], meta={**machine_meta(), "dataset": "digits", "split": "test",
-                                    "images": len(test_set)})
+    )]
+    for recipe_name, label in RECIPE_ROWS:
+        pruned = copy.deepcopy(model)
+        run = compress(
+            pruned, load_recipe(RECIPES / recipe_name), train_batches,
+            TrainConfig(epochs=finetune_epochs, lr=0.01, weight_decay=5e-4, schedule="cosine",
+                        seed=seed),
+            eval_batches=test_batches, num_classes=train_set.num_classes,
+            out_dir=out / Path(recipe_name).stem, progress=not quiet,
+            model_meta={"model": MODEL, "classes": train_set.classes},
+            example_input=torch.zeros(1, *spec.input_shape),
+        )
+        rows.append(measure_row(
+            label, run.model, spec.input_shape, test_batches, **measure,
+            file_bytes=run.model_path.stat().st_size, notes=f"recipes/{recipe_name}",
+        ))
+    table = BenchTable(rows, meta={**machine_meta(), "dataset": "digits", "split": "test",
+                                   "images": len(test_set)})
     files = {f"bench_{kind}": str(path) for kind, path in table.write(out).items()}
     plot_path = out / "tradeoff.png"
     plot_tradeoff(table, plot_path)
@@ -90,6 +126,6 @@ def run_demo(
         "nonzero_params": summary.nonzero_params,
         "macs": summary.macs,
         "sparsity": summary.sparsity,
-        "rows": [row.to_dict()],
+        "rows": [row.to_dict() for row in rows],
         "files": files,
     }
