@@ -491,3 +491,15 @@ def test_cifar10_test_split(shared_dir, session_cache):
                           "horse", "ship", "truck"]
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
     assert os.listdir(session_cache)
+
+
+def test_subset_is_a_seeded_sample_in_original_order_not_the_first_images():
+    images = torch.zeros(100, 2, 2, 1, dtype=torch.uint8)
+    labels = torch.arange(10).repeat_interleave(10)  # stored class by class, like image folders
+    dataset = ArrayDataset(images, labels, [str(i) for i in range(10)])
+    sample = dataset.subset(30)
+    assert len(sample) == 30 and len(set(sample.labels.tolist())) >= 8
+    assert sample.labels.tolist() == sorted(sample.labels.tolist())
+    assert torch.equal(dataset.subset(30).labels, sample.labels)
+    assert not torch.equal(dataset.subset(30, seed=1).labels, sample.labels)
+    assert dataset.subset(500) is dataset

@@ -85,7 +85,8 @@ def _add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=256)
     parser.add_argument(
-        "--limit", type=_positive_int, default=None, help="use only the first N images",
+        "--limit", type=_positive_int, default=None,
+        help="use N images drawn at random (seeded) from the split",
     )
 
 

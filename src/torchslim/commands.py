@@ -58,10 +58,8 @@ def _input_shape(spec: ModelSpec, dataset: ArrayDataset | None, given=None) -> t
 
 def _load(args: argparse.Namespace, split: str) -> ArrayDataset:
     dataset = load_dataset(args.data, split, progress=not args.quiet)
-    if args.limit is not None and args.limit < len(dataset):
-        dataset = ArrayDataset(
-            dataset.images[: args.limit], dataset.labels[: args.limit], dataset.classes
-        )
+    if args.limit is not None:
+        dataset = dataset.subset(args.limit)
     return dataset
 
 

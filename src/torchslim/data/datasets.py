@@ -72,6 +72,15 @@ class ArrayDataset(Dataset):
         """Number of class names (labels run from 0 to ``num_classes - 1``)."""
         return len(self.classes)
 
+    def subset(self, count: int, seed: int = 0) -> ArrayDataset:
+        """``count`` images drawn at random (seeded, in their original order): a fair sample
+        even when the images are stored class by class, as image folders are."""
+        if count >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(self), generator=generator)[:count].sort().values
+        return ArrayDataset(self.images[keep], self.labels[keep], self.classes)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image as :meth:`__getitem__` returns it."""
