@@ -34,6 +34,8 @@ def check_weight_names(recipe: Recipe, instance: Instance, model: nn.Module) -> 
     """Raise a located RecipeError for the first weight pattern that matches nothing."""
     for field_name in getattr(instance.args, "weight_fields", ()):
         value = getattr(instance.args, field_name)
+        if value is None:  # optional: the method's own default (e.g. every layer)
+            continue
         patterns = list(value) if isinstance(value, dict) else value
         for index, pattern in enumerate(patterns):
             key = pattern if isinstance(value, dict) else index
