@@ -60,16 +60,20 @@ def test_agp_recipe_runs_unchanged_and_reaches_final_sparsity(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compress_resumes_to_the_same_model(tmp_path, capsys):
-    recipe, constant = RECIPES / "demo_agp.yaml", ("--schedule", "constant")
-    assert main(_compress(recipe, tmp_path / "a", "--epochs", "4", *constant)) == 0
+@pytest.mark.parametrize(
+    ("recipe", "epochs", "killed_after"), [("demo_agp.yaml", 4, 2), ("demo_filters.yaml", 3, 1)]
+)
+def test_resumed_compression_ends_with_the_same_model(recipe, epochs, killed_after, tmp_path,
+                                                      capsys):
+    recipe, constant = RECIPES / recipe, ("--schedule", "constant")
+    assert main(_compress(recipe, tmp_path / "a", "--epochs", str(epochs), *constant)) == 0
     straight = _last_json(capsys)
-    assert main(_compress(recipe, tmp_path / "b", "--epochs", "2", *constant)) == 0
+    assert main(_compress(recipe, tmp_path / "b", "--epochs", str(killed_after), *constant)) == 0
     capsys.readouterr()
-    assert main(_compress(recipe, tmp_path / "b", "--epochs", "4", "--resume", *constant)) == 0
+    resumed_args = ("--epochs", str(epochs), "--resume", *constant)
+    assert main(_compress(recipe, tmp_path / "b", *resumed_args)) == 0
     resumed = _last_json(capsys)
-    a = read_compressed(straight["model_path"])[0]
-    b = read_compressed(resumed["model_path"])[0]
+    a, b = read_compressed(straight["model_path"])[0], read_compressed(resumed["model_path"])[0]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert resumed["nonzero_params"] == straight["nonzero_params"]
@@ -94,19 +98,6 @@ def test_filter_recipe_thins_the_model_and_it_reloads_in_a_fresh_process(tmp_pat
         )
         top1 = json.loads(done.stdout.splitlines()[-1])["top1"]
         assert top1 == pytest.approx(result["top1"], abs=1e-3)
-
-
-@pytest.mark.slow
-def test_thinned_run_resumes_to_the_same_model(tmp_path, capsys):
-    recipe, constant = RECIPES / "demo_filters.yaml", ("--schedule", "constant")
-    assert main(_compress(recipe, tmp_path / "a", "--epochs", "3", *constant)) == 0
-    straight = _last_json(capsys)
-    assert main(_compress(recipe, tmp_path / "b", "--epochs", "1", *constant)) == 0
-    assert main(_compress(recipe, tmp_path / "b", "--epochs", "3", "--resume", *constant)) == 0
-    resumed = _last_json(capsys)
-    a, b = read_compressed(straight["model_path"])[0], read_compressed(resumed["model_path"])[0]
-    for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
 def test_recipe_of_a_missing_algorithm_fails_clearly(tmp_path, capsys):
