@@ -120,3 +120,40 @@ pruners:
     reg_regims: {w: [0.5, '2D']}
 policies:
 """ + _policy("pruner", "p"), "r.yaml")
+
+
+def test_target_macs_pruner_uses_group_sensitivity_and_meets_the_target(tmp_path):
+    from torchslim.analysis import summarize
+    from torchslim.analysis.sensitivity import sensitivity_analysis
+
+    model = create_model("demo_cnn")
+    dense_macs = summarize(model, (1, 8, 8)).macs
+
+    def score(m):
+        return {"top1": 100.0 * float((m.classifier.weight != 0).float().mean())}
+
+    sensitivity_analysis(model, score, [0.25, 0.5, 0.75], granularities=["group"],
+                         progress=False, example_input=EXAMPLE).write(tmp_path)
+    text = f"""
+pruners:
+  plan: {{class: TargetMACsPruner, sensitivity: '{tmp_path / "sensitivity.json"}',
+          target_macs: 0.5}}
+extensions:
+  t: {{class: Thinning}}
+policies:
+""" + _policy("pruner", "plan") + _policy("extension", "t")
+    model, scheduler, _, _ = _run_epoch0(text, model)
+    assert summarize(model, (1, 8, 8)).macs <= 0.5 * dense_macs
+    plan = scheduler.log[0]["actions"]["plan"]["plan"]
+    assert "features.3.0" not in plan  # the group the score watches is spared
+
+
+def test_target_macs_pruner_with_a_missing_file_is_a_located_error(tmp_path):
+    text = """
+pruners:
+  plan: {class: TargetMACsPruner, sensitivity: nowhere.json, target_macs: 0.5}
+policies:
+""" + _policy("pruner", "plan")
+    with pytest.raises(Exception, match=r"r.yaml:3 pruners.plan: sensitivity results "
+                                        r"'nowhere.json' not found"):
+        _run_epoch0(text)

@@ -170,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated sparsity levels (default: 0.1,0.2,...,0.9)",
     )
     p.add_argument(
-        "--granularity", nargs="+", default=["element"], choices=["element", "filter", "channel"],
-        help="prune single weights, whole filters, or whole input channels (several allowed)",
+        "--granularity", nargs="+", default=["element"],
+        choices=["element", "filter", "channel", "group"],
+        help="prune single weights, whole filters, whole input channels, or coupled channel "
+        "groups as structured pruning does (several allowed)",
     )
     p.add_argument(
         "--layers", nargs="+", default=None, metavar="PATTERN",

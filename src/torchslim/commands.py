@@ -236,7 +236,7 @@ def run_sensitivity(args: argparse.Namespace, emit: Emit) -> None:
     dense = score(model)
     result = sensitivity_analysis(
         model, score, args.levels, weights=args.layers, granularities=args.granularity,
-        progress=not args.quiet,
+        progress=not args.quiet, example_input=torch.zeros(1, *dataset.image_shape),
     )
     result.meta.update(model=args.model, weights=args.weights, data=args.data, split=args.split,
                        images=len(dataset), dense=dense)

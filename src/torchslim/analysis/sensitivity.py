@@ -2,7 +2,9 @@
 
 For each prunable weight and each sparsity level: prune that weight alone, evaluate, restore.
 Granularities: ``element`` (smallest magnitudes), ``filter`` (output channels with the smallest
-L1 norm) and ``channel`` (input channels with the smallest L1 norm), as Distiller ranks them.
+L1 norm) and ``channel`` (input channels with the smallest L1 norm), as Distiller ranks them, and
+``group``: a coupled channel group of the traced model, pruned as structured pruning prunes it
+(the curves :func:`torchslim.pruning.allocation.allocate_ratios` turns into per-group ratios).
 The result is a table (CSV, JSON) and a plot of accuracy against sparsity, one line per layer.
 
 Example::
@@ -10,7 +12,7 @@ Example::
     >>> import torch
     >>> from torchslim.analysis.sensitivity import sensitivity_analysis
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
-    >>> score = lambda m: {"top1": float(m[0].weight.abs().sum())}
+    >>> score = lambda m: {"top1": float(m[0].weight.detach().abs().sum())}
     >>> result = sensitivity_analysis(model, score, levels=[0.0, 0.5], progress=False)
     >>> [(r.name, r.level) for r in result.rows][:2]
     [('0.weight', 0.0), ('0.weight', 0.5)]
@@ -33,11 +35,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..names import match_parameters
+from ..pruning.graph import build_graph
 from ..pruning.methods import LevelMethod, pruned_count
+from ..pruning.structured import FilterNormPruner, removal_count
 
-GRANULARITIES = ("element", "filter", "channel")
+GRANULARITIES = ("element", "filter", "channel", "group")
 
 
 def structure_mask(weight: torch.Tensor, sparsity: float, dim: int) -> torch.Tensor:
@@ -130,6 +135,19 @@ class SensitivityResult:
         plt.close(fig)
         os.replace(tmp, path)
 
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SensitivityResult:
+        """Read what :meth:`write` wrote as ``STEM.json``."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls([SensitivityRow(**row) for row in data["rows"]], data.get("meta", {}))
+        except FileNotFoundError:
+            raise UserError(f"sensitivity results '{path}' not found: check the path") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(
+                f"'{path}' is not a sensitivity JSON written by torchslim sensitivity ({err})"
+            ) from None
+
     def write(self, out_dir: str | os.PathLike, stem: str = "sensitivity") -> dict[str, Path]:
         """``STEM.csv``, ``STEM.json`` and ``STEM.png`` under ``out_dir``, atomically."""
         out = Path(out_dir)
@@ -141,6 +159,26 @@ class SensitivityResult:
         return paths
 
 
+def _jobs(model, granularity, weights, levels, example_input):
+    """(name, level, masks by parameter, pruned fraction) of every evaluation at granularity."""
+    params = dict(model.named_parameters())
+    if granularity == "group":
+        if example_input is None:
+            raise ValueError("group sensitivity traces the model: pass example_input")
+        graph = build_graph(model, example_input)
+        for group in graph.select(None):
+            for level in levels:
+                masks = FilterNormPruner(level).compute_mask(graph, [group.name])
+                fraction = removal_count(level, len(group.channels)) / len(group.channels)
+                yield group.name, level, masks, fraction
+        return
+    names = match_parameters(model, weights) if weights else prunable_weights(model, granularity)
+    for name in names:
+        for level in levels:
+            mask = prune_mask(params[name], level, granularity)
+            yield name, level, {name: mask}, 1.0 - mask.float().mean().item()
+
+
 def sensitivity_analysis(
     model: nn.Module,
     evaluate: Callable[[nn.Module], dict[str, float]],
@@ -148,33 +186,38 @@ def sensitivity_analysis(
     weights: Sequence[str] | None = None,
     granularities: Sequence[str] = ("element",),
     progress: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> SensitivityResult:
     """Prune each weight alone at each level, ``evaluate(model)`` (a dict with ``top1`` and
     optionally ``top5``, ``loss``), and restore it. ``weights`` are name patterns (default: every
-    conv and linear weight)."""
-    params = dict(model.named_parameters())
-    jobs = []
+    conv and linear weight). Granularity ``group`` prunes each coupled channel group of the
+    traced model (see :mod:`torchslim.pruning.graph`; needs ``example_input``) by filter L1
+    norm, as structured pruning and thinning will."""
     for granularity in granularities:
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-        names = (
-            match_parameters(model, weights) if weights else prunable_weights(model, granularity)
-        )
-        jobs += [(granularity, name, level) for name in names for level in levels]
+    params = dict(model.named_parameters())
+    jobs = [
+        (granularity, *job)
+        for granularity in granularities
+        for job in _jobs(model, granularity, weights, levels, example_input)
+    ]
     rows = []
-    for granularity, name, level in tqdm(jobs, desc="sensitivity", disable=not progress):
-        param = params[name]
-        original = param.detach().clone()
+    for granularity, name, level, masks, fraction in tqdm(
+        jobs, desc="sensitivity", disable=not progress
+    ):
+        originals = {key: params[key].detach().clone() for key in masks}
         with torch.no_grad():
-            param.mul_(prune_mask(param, level, granularity))
-        sparsity = (param == 0).float().mean().item()
+            for key, mask in masks.items():
+                params[key].mul_(mask)
         try:
             scores = evaluate(model)
         finally:
             with torch.no_grad():
-                param.copy_(original)
+                for key, original in originals.items():
+                    params[key].copy_(original)
         rows.append(SensitivityRow(
-            name, granularity, float(level), round(sparsity, 6), float(scores["top1"]),
+            name, granularity, float(level), round(fraction, 6), float(scores["top1"]),
             scores.get("top5"), scores.get("loss"),
         ))
     return SensitivityResult(rows, {"levels": list(levels), "granularities": list(granularities)})

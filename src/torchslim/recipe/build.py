@@ -50,7 +50,10 @@ def build_method(recipe: Recipe, instance: Instance, model: nn.Module):
     if instance.section == "lr_schedulers":
         return LRSchedule(instance.spec.name, **instance.args)
     check_weight_names(recipe, instance, model)
-    return instance.spec.build(instance.args, model)
+    try:
+        return instance.spec.build(instance.args, model)
+    except UserError as err:  # e.g. a file the instance names
+        raise recipe.source.error(instance.path, str(err)) from None
 
 
 def build_scheduler(

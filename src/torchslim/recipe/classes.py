@@ -35,6 +35,7 @@ from pydantic import (
 )
 from torch import nn
 
+from ..analysis.sensitivity import SensitivityResult
 from ..pruning import (
     AGPPruner,
     GlobalMagnitudePruner,
@@ -52,7 +53,7 @@ from ..pruning.structured import (
     FilterNormPruner,
     RandomChannelPruner,
 )
-from ..schedule.steps import StructuredPruneStep, ThinningStep
+from ..schedule.steps import PlannedPruneStep, StructuredPruneStep, ThinningStep
 
 
 def _usable_pattern(pattern: str) -> str:
@@ -181,6 +182,14 @@ class BNGammaArgs(Args):
     global_ranking: bool = False
 
 
+class TargetMACsArgs(Args):
+    """``sensitivity``: a JSON from ``torchslim sensitivity --granularity group``."""
+
+    sensitivity: str
+    target_macs: Annotated[Number, Field(gt=0.0, lt=1.0)]
+    norm: Literal[1, 2] = 1
+
+
 class StrengthArgs(Args):
     strength: NonNegative
 
@@ -242,6 +251,11 @@ def _norm_ranked(cls, inputs: bool):
     return build
 
 
+def _target_macs(a: TargetMACsArgs, model: nn.Module) -> PlannedPruneStep:
+    rows = SensitivityResult.from_json(a.sensitivity).rows
+    return PlannedPruneStep(rows, a.target_macs, norm=a.norm)
+
+
 def _bn_gamma(a: BNGammaArgs, model: nn.Module) -> StructuredPruneStep:
     pruner = BNGammaPruner(a.sparsity, global_ranking=a.global_ranking)
     return StructuredPruneStep(regimes=[(_layers(model, a.weights), pruner, False)])
@@ -284,6 +298,7 @@ CLASSES: dict[str, dict[str, ClassSpec]] = {
                 ("FilterPruner", ChannelRankArgs, _norm_ranked(FilterNormPruner, False)),
                 ("ChannelPruner", ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
                 ("BNGammaPruner", BNGammaArgs, _bn_gamma),
+                ("TargetMACsPruner", TargetMACsArgs, _target_macs),
             ]
         },
     },

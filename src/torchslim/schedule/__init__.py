@@ -9,12 +9,13 @@ Example::
 
 from .policy import Policy
 from .scheduler import CompressionScheduler, LossWithComponents, ScheduleContext
-from .steps import LRSchedule, PruneStep, StructuredPruneStep, ThinningStep
+from .steps import LRSchedule, PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
 
 __all__ = [
     "CompressionScheduler",
     "LRSchedule",
     "LossWithComponents",
+    "PlannedPruneStep",
     "Policy",
     "PruneStep",
     "ScheduleContext",

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import UserError
 from ..pruning import Pruner
+from ..pruning.allocation import allocate_ratios, layer_macs, prune_by_plan
 from ..pruning.graph import build_graph
 from ..pruning.structured import StructuredPruner
 from ..pruning.thinning import thin
@@ -103,6 +104,25 @@ def _input_groups(graph, layers: Sequence[str]) -> list[str]:
             raise UserError(f"layer '{layer}' has no input channels the graph can prune")
         names += [h for h in hits if h not in names]
     return names
+
+
+class PlannedPruneStep:
+    """Structured pruning at per-group ratios chosen from a group sensitivity analysis to keep
+    ``target_macs`` of the dense MACs (see :mod:`torchslim.pruning.allocation`)."""
+
+    kind = "pruner"
+
+    def __init__(self, sensitivity_rows: Sequence, target_macs: float, norm: int = 1) -> None:
+        self.rows = list(sensitivity_rows)
+        self.target_macs = target_macs
+        self.norm = norm
+
+    def on_epoch_begin(self, ctx) -> dict[str, Any]:
+        example = _example_input(ctx)
+        graph = build_graph(ctx.model, example)
+        plan = allocate_ratios(graph, layer_macs(ctx.model, example), self.rows, self.target_macs)
+        prune_by_plan(graph, ctx.masks, plan, norm=self.norm)
+        return {"plan": plan, "sparsity": _layer_sparsity(ctx)}
 
 
 class ThinningStep:
