@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import torch
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -39,3 +41,14 @@ def test_readme_schedule_example_runs_without_yaml(capsys):
     assert set(namespace["checkpoint"]["schedule"]["masks"]) == {
         "features.0.0.weight", "features.1.0.weight", "features.3.0.weight"
     }
+
+
+def test_readme_structured_example_thins_and_reloads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    example = next(block for block in python_blocks() if "FilterNormPruner(0.5)" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "10248512" in out and "layer3.0.conv2" in out
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(namespace["fresh"].eval()(x), namespace["model"](x))

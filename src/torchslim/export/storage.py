@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -78,10 +79,14 @@ def save_compressed(
 ) -> None:
     """Write ``model``'s weights in compressed form (atomically), with ``meta`` (model name,
     classes, a thinning record ...) beside them."""
+    try:  # plain JSON types only, so that weights_only loading accepts the file
+        plain_meta = json.loads(json.dumps(meta or {}))
+    except TypeError as err:
+        raise UserError(f"the meta of a compressed model must be JSON-like: {err}") from None
     payload = {
         "format": FORMAT,
         "state": encode_state_dict(model.state_dict()),
-        "meta": dict(meta or {}),
+        "meta": plain_meta,
     }
     atomic_torch_save(payload, path)
 
