@@ -117,3 +117,18 @@ def test_notes_warn_when_a_policy_outlasts_training(tmp_path, capsys):
         "demo_agp.yaml:15 policies[0]: 'conv_pruner' acts until epoch 3 but training has 2 "
         "epochs (0..1), so it will not finish"
     ]
+
+
+@pytest.mark.slow
+def test_a_thinned_model_can_be_trained_and_compressed_again(tmp_path, capsys):
+    first = tmp_path / "filters"
+    assert main(_compress(RECIPES / "demo_filters.yaml", first, "--epochs", "1")) == 0
+    thinned = _last_json(capsys)["model_path"]
+    assert main(["train", "--model", "demo_cnn", "--weights", thinned, "--data", "digits",
+                 "--epochs", "1", "--out", str(tmp_path / "ft"), "--quiet"]) == 0
+    assert main(_compress(RECIPES / "demo_agp.yaml", tmp_path / "agp", "--weights", thinned,
+                          "--epochs", "1")) == 0
+    again = _last_json(capsys)
+    for path in (tmp_path / "ft" / "model.pt", Path(again["model_path"])):
+        model = load_weights(create_model("demo_cnn"), path)
+        assert model.features[1][0].weight.shape == (38, 19, 3, 3)

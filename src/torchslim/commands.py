@@ -31,7 +31,14 @@ from .compress import compress, schedule_notes
 from .data import ArrayDataset, BatchLoader, load_dataset
 from .errors import UserError
 from .fileio import atomic_write_text
-from .models import ModelSpec, create_model, get_model_spec, list_models, load_weights
+from .models import (
+    ModelSpec,
+    create_model,
+    get_model_spec,
+    list_models,
+    load_weights,
+    thinning_records,
+)
 from .recipe import build_scheduler, load_recipe
 from .train import TrainConfig, Trainer, evaluate, seed_everything
 
@@ -130,6 +137,13 @@ def write_eval_outputs(result, payload: dict[str, Any], out: Path) -> None:
     atomic_write_text(out / "eval.json", json.dumps(payload, indent=2) + "\n")
 
 
+def _model_meta(args: argparse.Namespace, train_set: ArrayDataset) -> dict[str, Any]:
+    """What a saved model needs beside its weights: name, classes and, for a thinned input
+    model, its thinning records (so the output reloads into a fresh model)."""
+    thinning = thinning_records(args.weights) if args.weights else []
+    return {"model": args.model, "classes": train_set.classes, "thinning": thinning}
+
+
 def _train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:
     return TrainConfig(
         epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
@@ -151,7 +165,7 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
         num_classes=train_set.num_classes,
         out_dir=args.out,
         progress=not args.quiet,
-        model_meta={"model": args.model, "classes": train_set.classes},
+        model_meta=_model_meta(args, train_set),
     )
     history = trainer.fit(resume=args.resume)
     last = history[-1]
@@ -184,7 +198,7 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     run = compress(
         model, recipe, _loader(args, spec, train_set, train=True), _train_config(args, schedule),
         eval_batches=eval_batches, num_classes=train_set.num_classes, out_dir=args.out,
-        progress=not args.quiet, model_meta={"model": args.model, "classes": train_set.classes},
+        progress=not args.quiet, model_meta=_model_meta(args, train_set),
         resume=args.resume, example_input=torch.zeros(1, *eval_set.image_shape),
     )
     input_shape = eval_set.image_shape

@@ -115,7 +115,8 @@ def compress(
     scheduler.masks.remove()
     if out is not None:
         write_schedule_log(scheduler, out)
-        meta = {**(model_meta or {}), "thinning": scheduler.thinning}
+        earlier = list((model_meta or {}).get("thinning") or [])  # the input was thinned before
+        meta = {**(model_meta or {}), "thinning": earlier + scheduler.thinning}
         save_compressed(trainer.model, out / COMPRESSED_NAME, meta=meta)
         if scheduler.thinning:  # the dense copy must also say how to reshape a fresh model
             atomic_torch_save(

@@ -77,6 +77,13 @@ def _describe(keys: list[str], known: list[str], label: str) -> str:
     return f"{len(keys)} {label}: {', '.join(shown)}{more}"
 
 
+def thinning_records(path: str | os.PathLike) -> list[dict]:
+    """The thinning records a torchslim-written file carries in its ``meta`` (``[]`` if none)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    return list(meta.get("thinning") or []) if isinstance(meta, dict) else []
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
     """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys.
 
