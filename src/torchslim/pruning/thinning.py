@@ -9,8 +9,8 @@ shortcuts. Such channels contribute nothing, so the outputs do not change. An op
 :class:`~torchslim.pruning.masks.Masks` object given to :func:`thin` follow the new tensors
 (momentum and masks sliced alike), so training goes on.
 
-The returned :class:`ThinningRecord` is plain JSON. Saved next to the weights, it lets a fresh
-process rebuild the thinned architecture with :func:`apply_thinning` before
+The returned :data:`ThinningRecord` is a plain dict of JSON types. Saved next to the weights,
+it lets a fresh process rebuild the thinned architecture with :func:`apply_thinning` before
 ``load_state_dict``, with no pickled code. Thinning again later gives another record; apply the
 records in the order they were made.
 
@@ -51,12 +51,11 @@ from .masks import Masks
 Cuts = list[tuple[int, torch.Tensor]]
 
 
-class ThinningRecord(dict):
-    """What :func:`thin` changed: layer name -> ``{"type", "sizes", "kept"}`` (plain JSON).
-
-    ``sizes`` maps each changed axis (``"out"``, ``"in"``) to its size before thinning, ``kept``
-    to the indices kept on it; a shortcut's entry also shows its new ``channel_index``.
-    """
+#: What :func:`thin` changed, as a plain dict (JSON types only, so it can be saved anywhere and
+#: loaded with ``weights_only=True``): layer name -> ``{"type", "sizes", "kept"}``. ``sizes`` maps
+#: each changed axis (``"out"``, ``"in"``) to its size before thinning, ``kept`` to the indices
+#: kept on it; a shortcut's entry also shows its new ``channel_index``.
+ThinningRecord = dict[str, dict[str, Any]]
 
 
 def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
@@ -76,7 +75,7 @@ def _plan(graph: DependencyGraph) -> ThinningRecord:
         for index in indices:
             for axis, positions in graph.group(name).channels[index].items():
                 removed.setdefault(axis, set()).update(positions)
-    record = ThinningRecord()
+    record: ThinningRecord = {}
     for axis, gone in removed.items():
         kept = [position for position in range(axis.size) if position not in gone]
         if not kept:

@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -134,7 +133,7 @@ class ThinningStep:
 
     def on_epoch_begin(self, ctx) -> dict[str, Any]:
         record = thin(ctx.model, _example_input(ctx), optimizer=ctx.optimizer, masks=ctx.masks)
-        ctx.thinning.append(json.loads(json.dumps(record)))  # plain types: weights_only loads it
+        ctx.thinning.append(record)
         kept = {
             name: {role: len(indices) for role, indices in entry.get("kept", {}).items()}
             for name, entry in record.items()
