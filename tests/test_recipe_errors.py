@@ -19,7 +19,7 @@ SECTIONS = (
     "valid: version, pruners, quantizers, regularizers, lr_schedulers, extensions, distillation, "
     "policies"
 )
-AGP_KEYS = "valid keys: initial_sparsity, final_sparsity, weights, scope"
+AGP_KEYS = "valid keys: initial_sparsity, final_sparsity, weights, scope, steps_per_epoch"
 WEIGHT_HINT = "names may be exact, globs (layer*.conv*.weight) or regular expressions"
 NOT_A_MAPPING = (
     "bad.yaml:1: a recipe must be a mapping with 'policies' and sections such as 'pruners', "

@@ -172,3 +172,47 @@ def test_lr_schedule_needs_an_optimizer():
     scheduler.add(LRSchedule("StepLR", step_size=1), Policy(0), "lr")
     with pytest.raises(ValueError, match="optimizer"):
         scheduler.on_epoch_begin(0)
+
+
+def test_policy_next_after():
+    assert Policy(0, 10, 3).next_after(0) == 3 and Policy(0, 10, 3).next_after(4) == 6
+    assert Policy(0, 10, 3).next_after(9) is None
+    assert Policy(2).next_after(0) == 2
+    assert Policy(epochs=[1, 5]).next_after(1) == 5 and Policy(epochs=[1, 5]).next_after(5) is None
+
+
+def test_agp_prunes_between_epochs_with_interpolated_progress():
+    from torchslim.schedule import PruneStep
+
+    model = _mlp()
+    agp = AGPPruner(["0.weight"], 0.0, 0.9)
+    scheduler = CompressionScheduler(model)
+    scheduler.add(PruneStep(agp, steps_per_epoch=4), Policy(0, 3), "agp")  # fires 0, 1, 2
+    seen = []
+    for epoch in range(3):
+        scheduler.on_epoch_begin(epoch)
+        for step in range(8):
+            scheduler.on_minibatch_begin(epoch, step, 8)
+            seen.append(scheduler.masks.sparsity("0.weight"))
+    at_steps = [seen[8 * e + 2 * k] for e in (0, 1) for k in range(4)]
+    expected = [agp.target(e / 2 + k / 8) for e in (0, 1) for k in range(4)]
+    assert at_steps == pytest.approx(expected, abs=0.5 / 120)  # 120 weights
+    assert all(seen[i + 1] == seen[i] for i in range(0, 16, 2))  # pruned every 2nd minibatch
+    assert seen[16:] == [0.9] * 8
+
+
+def test_recipe_steps_per_epoch_reaches_the_scheduler():
+    from torchslim.models import create_model
+    from torchslim.recipe import build_scheduler, parse_recipe
+
+    recipe = parse_recipe("""
+pruners:
+  agp: {class: AutomatedGradualPruner, initial_sparsity: 0.1, final_sparsity: 0.5,
+        weights: [classifier.weight], steps_per_epoch: 20}
+policies:
+  - pruner: {instance_name: agp}
+    starting_epoch: 0
+    ending_epoch: 4
+""")
+    scheduler = build_scheduler(recipe, create_model("demo_cnn"))
+    assert scheduler.entries[0].method.steps_per_epoch == 20

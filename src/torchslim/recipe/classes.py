@@ -53,7 +53,7 @@ from ..pruning.structured import (
     FilterNormPruner,
     RandomChannelPruner,
 )
-from ..schedule.steps import PlannedPruneStep, StructuredPruneStep, ThinningStep
+from ..schedule.steps import PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
 
 
 def _usable_pattern(pattern: str) -> str:
@@ -101,6 +101,7 @@ class AGPArgs(Args):
     final_sparsity: Sparsity
     weights: WeightList
     scope: Literal["layer", "global"] = "layer"
+    steps_per_epoch: Annotated[int, Field(ge=1, le=10_000)] = 1
 
     @field_validator("final_sparsity")
     @classmethod
@@ -214,8 +215,9 @@ class ClassSpec:
 
 _NOT_YET_QUANT = "quantization-aware training is not implemented yet (the quantization work)"
 
-def _agp(a: AGPArgs, model: nn.Module) -> AGPPruner:
-    return AGPPruner(a.weights, a.initial_sparsity, a.final_sparsity, a.scope)
+def _agp(a: AGPArgs, model: nn.Module) -> PruneStep:
+    pruner = AGPPruner(a.weights, a.initial_sparsity, a.final_sparsity, a.scope)
+    return PruneStep(pruner, steps_per_epoch=a.steps_per_epoch)
 
 
 def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:

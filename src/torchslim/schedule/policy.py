@@ -72,7 +72,16 @@ class Policy:
             return False
         return (epoch - self.starting_epoch) % self.frequency == 0
 
-    def progress(self, epoch: int) -> float:
+    def next_after(self, epoch: int) -> int | None:
+        """The first firing epoch after ``epoch`` (None when there is none)."""
+        if self.epochs is not None:
+            return next((e for e in self.epochs if e > epoch), None)
+        if epoch < self.starting_epoch:
+            return self.starting_epoch
+        upcoming = epoch + self.frequency - (epoch - self.starting_epoch) % self.frequency
+        return upcoming if self.ending_epoch is None or upcoming < self.ending_epoch else None
+
+    def progress(self, epoch: float) -> float:
         """0.0 on the first firing epoch, 1.0 on the last (and after); 1.0 for open-ended
         or single-epoch policies."""
         last = self.last

@@ -66,6 +66,7 @@ class ScheduleContext:
     progress: float
     example_input: torch.Tensor | None = None
     thinning: list[dict[str, Any]] = field(default_factory=list)
+    next_progress: float = 1.0
 
 
 class LossWithComponents(NamedTuple):
@@ -122,9 +123,11 @@ class CompressionScheduler(Callback):
 
     # -- hooks ---------------------------------------------------------------------------------
     def _context(self, entry: _Entry, epoch: int, optimizer) -> ScheduleContext:
+        upcoming = entry.policy.next_after(epoch)
         return ScheduleContext(
             self.model, self.masks, optimizer, epoch, entry.policy.progress(epoch),
             self.example_input, self.thinning,
+            entry.policy.progress(upcoming) if upcoming is not None else 1.0,
         )
 
     def _run(self, hook: str, epoch: int, optimizer) -> dict[str, dict[str, Any]]:
@@ -157,9 +160,14 @@ class CompressionScheduler(Callback):
         self._record(epoch, self._run("on_epoch_begin", epoch, optimizer))
 
     def on_minibatch_begin(
-        self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, **kwargs: Any
+        self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, optimizer=None,
+        **kwargs: Any,
     ) -> None:
-        """Nothing to do before a forward pass: masks were applied after the last step."""
+        """Let methods that act within an epoch (gradual pruning in several steps) act."""
+        for entry in self.entries:
+            method = getattr(entry.method, "on_minibatch_begin", None)
+            if method is not None and entry.policy.fires(epoch):
+                method(self._context(entry, epoch, optimizer), minibatch_id, minibatches_per_epoch)
 
     def before_backward_pass(
         self,

@@ -38,15 +38,30 @@ from ..pruning.thinning import thin
 
 
 class PruneStep:
-    """Run an element-wise ``pruner.prune`` on each firing epoch."""
+    """Run an element-wise ``pruner.prune`` on each firing epoch, and with ``steps_per_epoch``
+    > 1 also at evenly spaced minibatches in between, with the progress interpolated towards
+    the next firing epoch (Zhu & Gupta prune every few hundred steps, not once per epoch)."""
 
     kind = "pruner"
 
-    def __init__(self, pruner: Pruner) -> None:
+    def __init__(self, pruner: Pruner, steps_per_epoch: int = 1) -> None:
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.pruner = pruner
+        self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_begin(self, ctx) -> dict[str, Any]:
         return {"sparsity": self.pruner.prune(ctx.masks, ctx.progress)}
+
+    def on_minibatch_begin(self, ctx, minibatch_id: int, minibatches_per_epoch: int) -> None:
+        if self.steps_per_epoch == 1 or minibatches_per_epoch < 1 or ctx.progress >= 1.0:
+            return
+        interval = max(1, minibatches_per_epoch // self.steps_per_epoch)
+        step = minibatch_id // interval
+        if minibatch_id % interval or not 0 < step < self.steps_per_epoch:
+            return
+        fraction = step / self.steps_per_epoch
+        self.pruner.prune(ctx.masks, ctx.progress + fraction * (ctx.next_progress - ctx.progress))
 
 
 def _example_input(ctx) -> torch.Tensor:
