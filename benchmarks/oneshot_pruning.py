@@ -3,8 +3,9 @@
 1. ResNet-20 (pretrained, JPEG CIFAR-10 test split), global unstructured L1 pruning of every conv
    and linear weight at 50/70/90 %: torchslim's GlobalMagnitudePruner beside
    ``torch.nn.utils.prune.global_unstructured`` (L1Unstructured).
-2. ResNet-20, structured L1 filter pruning of every channel group at 30/50/70 %, thinned:
-   torchslim beside Torch-Pruning 1.6, whose failure on the zero-padding shortcuts is recorded.
+2. ResNet-20, structured L1 filter pruning of every channel group at 30/50/70 %, thinned, with
+   and without re-estimating the BatchNorm statistics on 50 training batches: torchslim beside
+   Torch-Pruning 1.6, whose failure on the zero-padding shortcuts is recorded.
 3. The demo CNN (trained here on digits, 30 epochs), structured L1 filter pruning at 30/50/70 %:
    torchslim beside Torch-Pruning, a model both can prune.
 
@@ -35,6 +36,7 @@ from torchslim.fileio import atomic_write_text
 from torchslim.models import create_model, load_weights
 from torchslim.pruning import GlobalMagnitudePruner, Masks
 from torchslim.pruning.graph import build_graph
+from torchslim.pruning.recalibration import recalibrate_batchnorm
 from torchslim.pruning.structured import FilterNormPruner
 from torchslim.pruning.thinning import thin
 from torchslim.train import evaluate
@@ -86,11 +88,18 @@ def torchslim_filters(model: nn.Module, example: torch.Tensor, level: float) -> 
     return model
 
 
-def structured(benchmark, model_name, base, batches, input_shape, levels) -> list[dict]:
+def structured(benchmark, model_name, base, batches, train, input_shape, levels) -> list[dict]:
     example = torch.zeros(1, *input_shape)
+
+    def recalibrated(model, example, level):
+        torchslim_filters(model, example, level)
+        recalibrate_batchnorm(model, train, num_batches=50)
+        return model.eval()
+
     rows = []
     for level in levels:
         for tool, method in (("torchslim", torchslim_filters),
+                             ("torchslim + BN recalibration", recalibrated),
                              ("Torch-Pruning " + TP_VERSION, torch_pruning_filters)):
             model = copy.deepcopy(base).eval()
             try:
@@ -159,15 +168,18 @@ def main() -> None:
                           args.shared / "models" / "resnet20-12fca82f.th").eval()
 
     rows = unstructured(resnet, cifar_batches, [0.5, 0.7, 0.9])
+    cifar_train = BatchLoader(load_dataset(str(args.shared / "data" / "cifar10-jpeg.tar.gz"),
+                                           "train"), 128, shuffle=True, normalization="cifar")
     rows += structured("structured L1 filters", "cifar_resnet20", resnet, cifar_batches,
-                       (3, 32, 32), [0.3, 0.5, 0.7])
+                       cifar_train, (3, 32, 32), [0.3, 0.5, 0.7])
     demo_dir = ROOT / "runs" / "bench" / "oneshot_demo"
     run_demo(demo_dir, quiet=True, repeats=2, finetune_epochs=1)
     demo = load_weights(create_model("demo_cnn"), demo_dir / "train" / "model.pt").eval()
     digits = BatchLoader(load_digits("test"), 450, normalization="digits")
     rows += [row("structured L1 filters", "demo_cnn", "dense", 0.0, demo, digits, (1, 8, 8))]
-    rows += structured("structured L1 filters", "demo_cnn", demo, digits, (1, 8, 8),
-                       [0.3, 0.5, 0.7])
+    digits_train = BatchLoader(load_digits("train"), 64, shuffle=True, normalization="digits")
+    rows += structured("structured L1 filters", "demo_cnn", demo, digits, digits_train,
+                       (1, 8, 8), [0.3, 0.5, 0.7])
 
     meta = {**machine_meta(), "torch_pruning": TP_VERSION, "cifar_images": len(cifar)}
     RESULTS.mkdir(parents=True, exist_ok=True)
