@@ -27,6 +27,7 @@ from .pruners import (
     SensitivityPruner,
     ThresholdPruner,
 )
+from .recalibration import recalibrate_batchnorm
 
 __all__ = [
     "AGPPruner",
@@ -42,4 +43,5 @@ __all__ = [
     "ThresholdMethod",
     "ThresholdPruner",
     "global_magnitude_masks",
+    "recalibrate_batchnorm",
 ]
