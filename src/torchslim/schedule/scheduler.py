@@ -56,7 +56,9 @@ class ScheduleContext:
     """What a scheduled method sees when it acts.
 
     ``example_input`` is one batch the model accepts (structured pruning traces the model with
-    it); ``thinning`` is the scheduler's list of thinning records, in the order they happened.
+    it); ``thinning`` is the scheduler's list of thinning records, in the order they happened;
+    ``next_progress`` is the policy's progress at its next firing epoch (1.0 after the last), for
+    methods that also act between epochs.
     """
 
     model: nn.Module
@@ -116,10 +118,6 @@ class CompressionScheduler(Callback):
         if any(entry.name == name for entry in self.entries):
             raise ValueError(f"a method named '{name}' is already scheduled")
         self.entries.append(_Entry(name, method, policy))
-
-    def policies_for(self, epoch: int) -> list[str]:
-        """Names of the methods that act on ``epoch``."""
-        return [entry.name for entry in self.entries if entry.policy.fires(epoch)]
 
     # -- hooks ---------------------------------------------------------------------------------
     def _context(self, entry: _Entry, epoch: int, optimizer) -> ScheduleContext:
