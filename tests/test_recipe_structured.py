@@ -157,3 +157,23 @@ policies:
     with pytest.raises(Exception, match=r"r.yaml:3 pruners.plan: sensitivity results "
                                         r"'nowhere.json' not found"):
         _run_epoch0(text)
+
+
+def test_round_to_keeps_channel_counts_at_multiples_of_eight():
+    text = """
+pruners:
+  f: {class: FilterPruner, sparsity: 0.32, round_to: 8}
+extensions:
+  t: {class: Thinning}
+policies:
+""" + _policy("pruner", "f") + _policy("extension", "t")
+    model = create_model("cifar_resnet20")
+    recipe = parse_recipe(text, "r.yaml")
+    scheduler = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    scheduler.on_epoch_begin(0)
+    widths = {m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+    # every group keeps a multiple of 8, so every layer (a sum of groups) has such a width
+    assert all(width % 8 == 0 for width in widths) and 48 in widths
+    bad = parse_recipe(text.replace("round_to: 8", "round_to: 8, global_ranking: true"), "r.yaml")
+    with pytest.raises(Exception, match="r.yaml:3 pruners.f: round_to must be >= 1 and works"):
+        build_scheduler(bad, create_model("cifar_resnet20"), torch.zeros(1, 3, 32, 32))

@@ -64,14 +64,21 @@ from .graph import Axis, ChannelGroup, DependencyGraph
 from .masks import Masks
 
 
-def removal_count(sparsity: float, channels: int) -> int:
+def removal_count(sparsity: float, channels: int, round_to: int = 1) -> int:
     """How many of ``channels`` to remove: ``sparsity * channels`` rounded half up, at most all
-    but one.
+    but one. With ``round_to`` > 1 the number kept is moved to the nearest multiple of it (at
+    least one multiple, at most all channels): kernels run faster on such channel counts.
 
     >>> removal_count(0.5, 16), removal_count(0.25, 10), removal_count(0.9, 3), removal_count(0, 4)
     (8, 3, 2, 0)
+    >>> removal_count(0.32, 64, round_to=8), removal_count(0.32, 16, round_to=8)
+    (16, 8)
     """
-    return min(math.floor(sparsity * channels + 0.5), channels - 1)
+    removed = min(math.floor(sparsity * channels + 0.5), channels - 1)
+    if round_to > 1 and removed:
+        kept = max(round_to, round_to * math.floor((channels - removed) / round_to + 0.5))
+        removed = channels - min(kept, channels)
+    return removed
 
 
 def _check_sparsity(sparsity: float) -> float:
@@ -83,9 +90,17 @@ def _check_sparsity(sparsity: float) -> float:
 class StructuredPruner(ABC):
     """Ranks the channels of each group by :meth:`channel_scores` and removes the lowest."""
 
-    def __init__(self, sparsity: float, *, global_ranking: bool = False) -> None:
+    def __init__(
+        self, sparsity: float, *, global_ranking: bool = False, round_to: int = 1
+    ) -> None:
         self.sparsity = _check_sparsity(sparsity)
         self.global_ranking = global_ranking
+        if round_to < 1 or (round_to > 1 and global_ranking):
+            raise UserError(
+                f"round_to must be >= 1 and works with per-group ranking only, got {round_to}"
+                + (" with global ranking" if global_ranking else "")
+            )
+        self.round_to = round_to
 
     @abstractmethod
     def can_rank(self, graph: DependencyGraph, group: ChannelGroup) -> bool:
@@ -122,7 +137,9 @@ class StructuredPruner(ABC):
         if self.global_ranking:
             removed = _lowest_overall(scores, self.sparsity)
         else:
-            removed = [_lowest(v, removal_count(self.sparsity, len(v))) for v in scores]
+            removed = [
+                _lowest(v, removal_count(self.sparsity, len(v), self.round_to)) for v in scores
+            ]
         return {group.name: chosen for group, chosen in zip(groups, removed, strict=True)}
 
     def compute_mask(
@@ -197,8 +214,9 @@ class _NormRankedPruner(StructuredPruner):
         norm: int = 1,
         global_ranking: bool = False,
         normalize: bool = True,
+        round_to: int = 1,
     ) -> None:
-        super().__init__(sparsity, global_ranking=global_ranking)
+        super().__init__(sparsity, global_ranking=global_ranking, round_to=round_to)
         if norm not in (1, 2):
             raise UserError(f"norm must be 1 (L1) or 2 (L2), got {norm}")
         self.norm = norm

@@ -174,6 +174,7 @@ class ChannelRankArgs(Args):
     weights: WeightList | None = None
     norm: Literal[1, 2] = 1
     global_ranking: bool = False
+    round_to: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
 class BNGammaArgs(Args):
@@ -246,7 +247,9 @@ def _bernoulli(a: BernoulliArgs, model: nn.Module) -> StructuredPruneStep:
 
 def _norm_ranked(cls, inputs: bool):
     def build(a: ChannelRankArgs, model: nn.Module) -> StructuredPruneStep:
-        pruner = cls(a.sparsity, norm=a.norm, global_ranking=a.global_ranking)
+        pruner = cls(
+            a.sparsity, norm=a.norm, global_ranking=a.global_ranking, round_to=a.round_to
+        )
         layers = _layers(model, a.weights)
         return StructuredPruneStep(regimes=[(layers, pruner, inputs and layers is not None)])
 
