@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torchslim.errors import UserError
 from torchslim.models import create_model
 from torchslim.recipe import build_scheduler, parse_recipe
 
@@ -59,7 +60,10 @@ policies:
     assert model.classifier.in_features == 32
     loss = model(torch.randn(4, 1, 8, 8)).sum()
     loss.backward()
-    optimizer.step()  # the optimizer follows the new parameters
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {
+        id(p) for p in model.parameters()
+    }  # the optimizer follows the new, thinner parameters
+    optimizer.step()
     assert scheduler.thinning and "features.1.0" in scheduler.thinning[0]
 
 
@@ -105,14 +109,14 @@ pruners:
 policies:
 """ + _policy("pruner", "f"), "r.yaml")
     scheduler = build_scheduler(recipe, create_model("demo_cnn"))
-    with pytest.raises(Exception, match="example_input"):
+    with pytest.raises(UserError, match="example_input"):
         scheduler.on_epoch_begin(0)
 
 
 def test_bad_structure_kind_is_a_located_error():
     message = (r"r.yaml:5 pruners.p.reg_regims.w\[1\]: must be one of '3D', 'Filters' or "
                r"'Channels', got '2D'")
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(UserError, match=message):
         parse_recipe("""
 pruners:
   p:
@@ -154,7 +158,7 @@ pruners:
   plan: {class: TargetMACsPruner, sensitivity: nowhere.json, target_macs: 0.5}
 policies:
 """ + _policy("pruner", "plan")
-    with pytest.raises(Exception, match=r"r.yaml:3 pruners.plan: sensitivity results "
+    with pytest.raises(UserError, match=r"r.yaml:3 pruners.plan: sensitivity results "
                                         r"'nowhere.json' not found"):
         _run_epoch0(text)
 
@@ -175,5 +179,5 @@ policies:
     # every group keeps a multiple of 8, so every layer (a sum of groups) has such a width
     assert all(width % 8 == 0 for width in widths) and 48 in widths
     bad = parse_recipe(text.replace("round_to: 8", "round_to: 8, global_ranking: true"), "r.yaml")
-    with pytest.raises(Exception, match="r.yaml:3 pruners.f: round_to must be >= 1 and works"):
+    with pytest.raises(UserError, match="r.yaml:3 pruners.f: round_to must be >= 1 and works"):
         build_scheduler(bad, create_model("cifar_resnet20"), torch.zeros(1, 3, 32, 32))

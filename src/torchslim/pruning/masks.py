@@ -103,6 +103,10 @@ class Masks:
             return 0.0
         return 1.0 - mask.sum().item() / mask.numel()
 
+    def sparsities(self) -> dict[str, float]:
+        """The sparsity of every masked parameter, rounded to 6 digits (for logs)."""
+        return {name: round(self.sparsity(name), 6) for name in self.masks}
+
     def overall_sparsity(self) -> float:
         """Pruned fraction over all masked parameters together."""
         total = sum(m.numel() for m in self.masks.values())

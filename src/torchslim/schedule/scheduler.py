@@ -202,7 +202,7 @@ class CompressionScheduler(Callback):
         """Run end-of-epoch actions (LR schedules step) and log the layers' sparsity."""
         self._record(epoch, self._run("on_epoch_end", epoch, optimizer))
         entry_log = self._log_entry(epoch)
-        entry_log["sparsity"] = {name: round(self.masks.sparsity(name), 6) for name in self.masks}
+        entry_log["sparsity"] = self.masks.sparsities()
         if self.last_loss_components:
             entry_log["loss_components"] = dict(self.last_loss_components)
 

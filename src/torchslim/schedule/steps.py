@@ -73,10 +73,6 @@ def _example_input(ctx) -> torch.Tensor:
     return ctx.example_input
 
 
-def _layer_sparsity(ctx) -> dict[str, float]:
-    return {name: round(ctx.masks.sparsity(name), 6) for name in ctx.masks}
-
-
 class StructuredPruneStep:
     """Zero whole channels with a structured pruner (filters, input channels, BN gamma, random).
 
@@ -105,7 +101,7 @@ class StructuredPruneStep:
             for group, channels in pruner.apply(graph, ctx.masks, groups).items():
                 total = len(graph.group(group).channels)
                 removed[group] = f"{len(channels)}/{total}"
-        return {"channels_pruned": removed, "sparsity": _layer_sparsity(ctx)}
+        return {"channels_pruned": removed, "sparsity": ctx.masks.sparsities()}
 
 
 def _input_groups(graph, layers: Sequence[str]) -> list[str]:
@@ -136,7 +132,7 @@ class PlannedPruneStep:
         graph = build_graph(ctx.model, example)
         plan = allocate_ratios(graph, layer_macs(ctx.model, example), self.rows, self.target_macs)
         prune_by_plan(graph, ctx.masks, plan, norm=self.norm)
-        return {"plan": plan, "sparsity": _layer_sparsity(ctx)}
+        return {"plan": plan, "sparsity": ctx.masks.sparsities()}
 
 
 class ThinningStep:
