@@ -204,3 +204,35 @@ def test_evaluate_metrics():
     report = result.format_report()
     assert "confusion matrix" in report and "top-1 50.00 %" in report
     assert set(result.to_dict()) >= {"top1", "top5", "n", "per_class", "confusion"}
+
+
+def test_channels_last_trains_the_same_weights_faster_layout(tmp_path):
+    """channels_last only changes the memory layout: same weights (to rounding) either way,
+    conv weights end up channels-last, and the saved model loads into a fresh one."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(32, 3, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (32,), generator=g)
+    batches = [(images[i:i + 8], labels[i:i + 8]) for i in range(0, 32, 8)]
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    trained = {}
+    for layout in (True, False):
+        model = net()
+        config = TrainConfig(epochs=2, lr=0.05, channels_last=layout)
+        Trainer(model, batches, config, out_dir=tmp_path / str(layout), progress=False).fit()
+        trained[layout] = model
+    conv = trained[True][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert trained[False][0].weight.is_contiguous()
+    for (name, a), b in zip(trained[True].state_dict().items(),
+                            trained[False].state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    fresh = net()
+    saved = torch.load(tmp_path / "True" / "model.pt", weights_only=True)["state_dict"]
+    fresh.load_state_dict(saved)
+    fresh.eval()
+    assert torch.allclose(fresh(images), trained[True].eval()(images), atol=1e-6)

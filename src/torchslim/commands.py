@@ -149,6 +149,7 @@ def _train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:
         epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=schedule, step_size=args.step_size,
         milestones=list(args.milestones), gamma=args.gamma, seed=args.seed,
+        channels_last=args.channels_last,
     )
 
 

@@ -64,6 +64,7 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     seed: int = 0
+    channels_last: bool = True
 
     def validate(self) -> None:
         """Raise :class:`UserError` for values that cannot work."""
@@ -268,6 +269,9 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, optimizer = self.model, self.optimizer
         model.train()
+        if self.config.channels_last:
+            # Again every epoch: thinning between epochs builds new, contiguous weights.
+            model.to(memory_format=torch.channels_last)
         if hasattr(self.train_batches, "set_epoch"):
             self.train_batches.set_epoch(epoch)
         total = len(self.train_batches) if hasattr(self.train_batches, "__len__") else None
@@ -282,6 +286,8 @@ class Trainer:
             mininterval=0.1 if sys.stderr.isatty() else 10.0,  # few updates in log files
         )
         for step, (inputs, targets) in enumerate(bar):
+            if self.config.channels_last and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             self._call("on_minibatch_begin", epoch, step, steps)
             outputs = model(inputs)
             loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
