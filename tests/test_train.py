@@ -206,7 +206,7 @@ def test_evaluate_metrics():
     assert set(result.to_dict()) >= {"top1", "top5", "n", "per_class", "confusion"}
 
 
-def test_channels_last_trains_the_same_weights_faster_layout(tmp_path):
+def test_channels_last_trains_the_same_weights(tmp_path):
     """channels_last only changes the memory layout: same weights (to rounding) either way,
     conv weights end up channels-last, and the saved model loads into a fresh one."""
     g = torch.Generator().manual_seed(0)
