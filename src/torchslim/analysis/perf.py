@@ -27,8 +27,8 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ..errors import UserError
-from .common import batch_shape, eval_mode, example_input
+from ..core.errors import UserError
+from ..core.modules import batch_shape, eval_mode, example_input
 
 _CPU_MEMORY = (DeviceType.CPU, DeviceType.MKLDNN, DeviceType.IDEEP)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 def file_size_bytes(model: nn.Module) -> int:
@@ -38,7 +38,7 @@ def saved_file_size(path: str | os.PathLike) -> int:
     >>> saved_file_size("no/such/model.pt")
     Traceback (most recent call last):
     ...
-    torchslim.errors.UserError: file 'no/such/model.pt' not found: check the path
+    torchslim.core.errors.UserError: file 'no/such/model.pt' not found: check the path
     """
     path = Path(path)
     if path.is_dir():

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import UserError
-from .common import batch_shape, eval_mode, example_input
+from ..core.errors import UserError
+from ..core.modules import batch_shape, eval_mode, example_input
 from .text import format_columns, format_count
 
 ROOT_NAME = "(root)"

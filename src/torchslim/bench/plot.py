@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ..analysis.text import format_bytes, format_count
-from ..errors import UserError, did_you_mean
-from ..fileio import atomic_write
+from ..core.errors import UserError, did_you_mean
+from ..core.fileio import atomic_write
 from .table import BenchTable
 
 AXES = {

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.text import format_bytes, format_columns, format_count
-from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..core.errors import UserError
+from ..core.fileio import atomic_write_text
 
 
 @dataclass
@@ -68,7 +68,7 @@ class BenchRow:
         >>> BenchRow.from_dict({"name": "m", "colour": "red"})
         Traceback (most recent call last):
         ...
-        torchslim.errors.UserError: bench row 'm' has unknown fields 'colour'
+        torchslim.core.errors.UserError: bench row 'm' has unknown fields 'colour'
         """
         known = [f.name for f in fields(cls)]
         required = [f.name for f in fields(cls) if f.default is MISSING]
@@ -196,10 +196,12 @@ class BenchTable:
     def from_json(cls, path: str | os.PathLike) -> BenchTable:
         """Reload a table written by :meth:`write` (its ``.json`` file), e.g. to add rows.
 
-        >>> BenchTable.from_json("missing/bench.json")
-        Traceback (most recent call last):
-        ...
-        torchslim.errors.UserError: bench results 'missing/bench.json' not found: check the path
+        >>> from torchslim.core.errors import UserError
+        >>> try:
+        ...     BenchTable.from_json("missing/bench.json")
+        ... except UserError as err:
+        ...     print(err)
+        bench results 'missing/bench.json' not found: check the path
         """
         path = Path(path)
         if not path.is_file():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write, atomic_write_text
+from ..core.fileio import atomic_write, atomic_write_text
 
 FORMAT = 1
 _SUFFIXES = (".images.npy", ".labels.npy", ".json")

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 #: Images per task; a source with fewer is decoded in this process without starting workers.
 BATCH = 1024

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 class ArrayDataset(Dataset):

@@ -15,7 +15,7 @@ import sklearn.datasets
 import torch
 from sklearn.model_selection import train_test_split
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 from .datasets import ArrayDataset
 
 #: The two splits: a fixed, stratified 75 % / 25 % partition of the 1,797 images.

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 from . import _decode
 from ._cache import SplitCache, make_key
 from .datasets import ArrayDataset

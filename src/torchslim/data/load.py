@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 from ._decode import check_image_size, resize
 from .datasets import ArrayDataset
 from .digits import load_digits

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .datasets import ArrayDataset
 from .transforms import Stats, augment_batch, get_normalization, normalize
 

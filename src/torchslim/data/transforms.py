@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 

@@ -7,7 +7,7 @@ Example::
     'torchslim.compressed/1'
 """
 
-from .storage import (
+from ..core.storage import (
     FORMAT,
     decode_state_dict,
     encode_state_dict,

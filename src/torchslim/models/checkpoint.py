@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError, closest
-from ..export.storage import decode_state_dict, is_compressed
+from ..core.errors import UserError, closest
+from ..core.storage import decode_state_dict, is_compressed
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 

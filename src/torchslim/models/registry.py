@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 from . import cifar_resnet, small
 
 

@@ -1,7 +1,7 @@
 """Per-group pruning ratios from a sensitivity analysis, to meet a MACs target losing the least.
 
 Structured pruning at one uniform ratio treats every channel group alike; a sensitivity analysis
-at ``group`` granularity (:mod:`torchslim.analysis.sensitivity`) measures how much accuracy each
+at ``group`` granularity (:mod:`torchslim.pruning.sensitivity`) measures how much accuracy each
 group loses at each ratio. :func:`allocate_ratios` starts from nothing pruned and, step by step,
 raises the ratio of the group whose next level costs the least accuracy per MAC saved, until the
 model's MACs fall to ``target`` times the dense MACs. MACs of a plan are computed per layer: a
@@ -10,7 +10,7 @@ conv or linear layer keeps ``(1 - removed outputs) * (1 - removed inputs)`` of i
 Example::
 
     >>> import torch
-    >>> from torchslim.analysis.sensitivity import sensitivity_analysis
+    >>> from torchslim.pruning.sensitivity import sensitivity_analysis
     >>> from torchslim.models import create_model
     >>> from torchslim.pruning.allocation import allocate_ratios, layer_macs, plan_macs
     >>> from torchslim.pruning.graph import build_graph
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..analysis.summary import summarize
-from ..errors import UserError
+from ..core.errors import UserError
 from .graph import DependencyGraph
 from .masks import Masks
 from .structured import FilterNormPruner, removal_count

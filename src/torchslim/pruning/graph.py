@@ -51,8 +51,8 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from ..analysis.common import eval_mode
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
+from ..core.modules import eval_mode
 from ..models.cifar_resnet import ChannelPadShortcut
 
 #: A channel: the positions it occupies on every layer axis it touches.

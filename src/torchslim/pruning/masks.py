@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 
 
 class Masks:

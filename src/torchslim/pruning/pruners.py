@@ -1,7 +1,7 @@
 """Pruners: element-wise methods bound to weight names, ready for a schedule or a one-shot call.
 
 A pruner names the weights it acts on (exact names, globs or regular expressions, see
-:mod:`torchslim.names`) and sets their masks in a :class:`~torchslim.pruning.Masks`
+:mod:`torchslim.core.names`) and sets their masks in a :class:`~torchslim.pruning.Masks`
 object. ``prune(masks, progress)`` is all a schedule calls: ``progress`` runs from 0 at the
 first epoch of the pruner's policy to 1 at its last, which only the gradual pruner uses.
 The pattern ``'*'`` stands for every weight tensor with two or more dimensions (conv and
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..names import match_parameters
+from ..core.names import match_parameters
 from .masks import Masks
 from .methods import (
     LevelMethod,

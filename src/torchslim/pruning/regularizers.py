@@ -24,7 +24,7 @@ from .pruners import resolve_values
 
 class L1Regularizer:
     """``sum(strength * |w|.sum())`` over the weights named (patterns as in
-    :mod:`torchslim.names`; Distiller's ``L1Regularizer`` with ``reg_regims``)."""
+    :mod:`torchslim.core.names`; Distiller's ``L1Regularizer`` with ``reg_regims``)."""
 
     kind = "regularizer"
 

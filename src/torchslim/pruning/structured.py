@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .graph import Axis, ChannelGroup, DependencyGraph
 from .masks import Masks
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..models.cifar_resnet import ChannelPadShortcut
 from .graph import Axis, DependencyGraph, axis_size, axis_tensors, build_graph, is_depthwise
 from .masks import Masks

@@ -19,7 +19,7 @@ Example::
     [('lr_scheduler', 'lr')]
 """
 
-from ..names import match_names, match_parameters
+from ..core.names import match_names, match_parameters
 from .build import build_scheduler
 from .schema import Recipe, load_recipe, parse_recipe
 from .source import RecipeError, RecipeSource

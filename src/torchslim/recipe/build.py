@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..pruning.pruners import resolve_values
 from ..schedule import CompressionScheduler, LRSchedule
 from .schema import POLICY_KINDS, Instance, Recipe

@@ -35,7 +35,6 @@ from pydantic import (
 )
 from torch import nn
 
-from ..analysis.sensitivity import SensitivityResult
 from ..pruning import (
     AGPPruner,
     GlobalMagnitudePruner,
@@ -46,6 +45,7 @@ from ..pruning import (
 )
 from ..pruning.pruners import resolve_values
 from ..pruning.regularizers import L1Regularizer
+from ..pruning.sensitivity import SensitivityResult
 from ..pruning.structured import (
     BNGammaL1Regularizer,
     BNGammaPruner,

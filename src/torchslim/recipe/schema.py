@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ..errors import did_you_mean
+from ..core.errors import did_you_mean
 from ..schedule import Policy
 from .classes import ClassSpec, Number, class_names, find_class, section_of
 from .source import Path_, RecipeSource

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 Path_ = tuple[str | int, ...]
 _TAG = "tag:yaml.org,2002:"

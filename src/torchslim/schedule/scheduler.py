@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..pruning import Masks, Pruner
 from ..pruning.structured import StructuredPruner
 from ..pruning.thinning import apply_thinning

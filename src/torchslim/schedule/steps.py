@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..pruning import Pruner
 from ..pruning.allocation import allocate_ratios, layer_macs, prune_by_plan
 from ..pruning.graph import build_graph

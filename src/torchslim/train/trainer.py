@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..fileio import atomic_torch_save, atomic_write_text
+from ..core.errors import UserError
+from ..core.fileio import atomic_torch_save, atomic_write_text
 from .evaluation import evaluate
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -1,0 +1,115 @@
+"""``torchslim compress``: fine-tune under a YAML compression schedule, then report."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+from ..core.errors import UserError, did_you_mean
+from ..data import load_dataset
+from ..pipelines.common import build_model, machine_meta
+from ..pipelines.compress import compress, report, schedule_notes
+from ..recipe import build_scheduler, load_recipe
+from ..recipes import recipe_names, recipe_path
+from ..train import seed_everything
+from .common import (
+    Emit,
+    add_common,
+    add_data_args,
+    add_model_args,
+    add_train_args,
+    load_split,
+    make_loader,
+    model_meta,
+    positive_int,
+    train_config,
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compress", help="fine-tune under a YAML compression schedule (Distiller's format works)"
+    )
+    p.add_argument(
+        "--recipe", required=True,
+        help="the YAML compression schedule: a file, or the name of one shipped with torchslim "
+        "(demo_agp, demo_filters, ...)",
+    )
+    add_model_args(p)
+    add_data_args(p, "train")
+    add_train_args(p, Path("runs/compress"), schedule_default=None)
+    p.add_argument("--latency-batch", type=positive_int, default=256,
+                   help="the large batch (default: 256)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="latency repeats (default: 20)")
+    add_common(p)
+    p.set_defaults(handler=run_compress)
+
+
+def resolve_recipe(text: str) -> Path:
+    """A recipe file given by path, or by the name of a recipe shipped with torchslim."""
+    path = Path(text)
+    if path.is_file() or len(path.parts) > 1:
+        return path  # a path that does not exist: load_recipe says so
+    if path.stem not in recipe_names():
+        raise UserError(
+            f"recipe '{text}' is neither a file nor a recipe shipped with torchslim"
+            f"{did_you_mean(path.stem, recipe_names())}; shipped: {', '.join(recipe_names())}"
+        )
+    return recipe_path(path.stem)
+
+
+def run_compress(args: argparse.Namespace, emit: Emit) -> None:
+    recipe_file = resolve_recipe(args.recipe)
+    recipe = load_recipe(recipe_file)
+    build_scheduler(recipe, build_model(args.model)[0])  # name errors before any data loads
+    notes = schedule_notes(recipe, args.epochs)
+    if not args.quiet:
+        for note in notes:
+            print(f"torchslim compress: note: {note}", file=sys.stderr)
+    train_set = load_split(args, args.split)
+    eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
+    seed_everything(args.seed)
+    model, spec = build_model(args.model, args.weights, train_set.num_classes)
+    baseline = copy.deepcopy(model)
+    lr_scheduled = any(p.kind == "lr_scheduler" for p in recipe.policies)
+    schedule = args.schedule or ("constant" if lr_scheduled else "cosine")
+    eval_batches = make_loader(args, spec, eval_set)
+    run = compress(
+        model, recipe, make_loader(args, spec, train_set, train=True),
+        train_config(args, schedule), eval_batches=eval_batches,
+        num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,
+        model_meta=model_meta(args, train_set), resume=args.resume,
+        example_input=torch.zeros(1, *eval_set.image_shape),
+    )
+    result = report(
+        run, baseline, eval_set.image_shape, eval_batches, num_classes=eval_set.num_classes,
+        labels=(f"{args.model} (input)", f"{args.model} ({recipe_file.stem})"),
+        input_file=args.weights, latency_batch=args.latency_batch, repeats=args.repeats,
+        meta={**machine_meta(), "dataset": args.data, "split": args.eval_split,
+              "recipe": str(recipe_file)},
+    )
+    summary, rows = result.summary, result.rows
+    if not args.quiet:
+        print(run.scheduler.format_log())
+        print()
+        print(summary.format_table())
+        print()
+        print(result.table.format_text())
+        print(f"\noutputs in {args.out}/")
+    emit(args, {
+        "top1": rows[1].top1,
+        "params": summary.params,
+        "nonzero_params": summary.nonzero_params,
+        "macs": summary.macs,
+        "sparsity": summary.sparsity,
+        "model_path": str(run.model_path),
+        "epochs": len(run.history),
+        "rows": [row.to_dict() for row in rows],
+        "schedule_log": str(args.out / "schedule.json"),
+        "notes": notes,
+        "files": {k: v for k, v in result.files.items() if k in ("md", "csv", "json")},
+    })

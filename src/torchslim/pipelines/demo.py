@@ -1,0 +1,128 @@
+"""The main job: train the demo CNN on the digits data, evaluate, summarise, compress it with two
+recipes (gradual pruning; filter pruning with thinning) and benchmark all three side by side.
+
+Everything lands under one output folder (``runs/demo`` from the command line)::
+
+    torchslim demo --out runs/demo
+
+Example (a short run)::
+
+    >>> import tempfile
+    >>> from torchslim.pipelines.demo import run_demo
+    >>> result = run_demo(tempfile.mkdtemp(), epochs=1, quiet=True, repeats=2, finetune_epochs=1)
+    >>> sorted(result["files"])[:3]
+    ['bench_csv', 'bench_json', 'bench_md']
+    >>> [row["name"] for row in result["rows"]]
+    ['demo_cnn (dense)', 'demo_cnn (AGP 80 %)', 'demo_cnn (filters -40 %, thinned)']
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..analysis import summarize
+from ..bench import BenchTable, plot_tradeoff
+from ..bench.measure import measure_row
+from ..data import BatchLoader, load_digits
+from ..models import create_model, get_model_spec
+from ..recipe import load_recipe
+from ..recipes import recipe_path
+from ..train import TrainConfig, Trainer, evaluate, seed_everything
+from .common import machine_meta, write_eval_outputs, write_summary
+from .compress import compress
+
+MODEL = "demo_cnn"
+#: The compressed rows of the demo: (a recipe shipped in :mod:`torchslim.recipes`, row label),
+#: fine-tuned from the trained dense model for FINETUNE_EPOCHS each.
+RECIPE_ROWS = [
+    ("demo_agp", "demo_cnn (AGP 80 %)"),
+    ("demo_filters", "demo_cnn (filters -40 %, thinned)"),
+]
+FINETUNE_EPOCHS = 6
+
+
+def run_demo(
+    out: str | os.PathLike,
+    epochs: int = 30,
+    quiet: bool = False,
+    repeats: int = 20,
+    finetune_epochs: int = FINETUNE_EPOCHS,
+) -> dict[str, Any]:
+    """Train, evaluate and benchmark the demo CNN, then compress it with the recipes of
+    :data:`RECIPE_ROWS`; return the JSON summary of the run."""
+    out = Path(out)
+    spec = get_model_spec(MODEL)
+    train_set, test_set = load_digits("train"), load_digits("test")
+    seed = 0
+    seed_everything(seed)
+    model = create_model(MODEL, num_classes=train_set.num_classes)
+    train_batches = BatchLoader(
+        train_set, 64, shuffle=True, augment=False, normalization=spec.normalization, seed=seed
+    )
+    test_batches = BatchLoader(test_set, 256, normalization=spec.normalization)
+    config = TrainConfig(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine", seed=seed)
+    trainer = Trainer(
+        model, train_batches, config, eval_batches=test_batches,
+        num_classes=train_set.num_classes, out_dir=out / "train", progress=not quiet,
+        model_meta={"model": MODEL, "classes": train_set.classes},
+    )
+    trainer.fit()
+
+    result = evaluate(model, test_batches, test_set.num_classes, test_set.classes)
+    eval_payload = {"model": MODEL, "split": "test", **result.to_dict()}
+    write_eval_outputs(result, eval_payload, out / "eval")
+
+    summary = summarize(model, spec.input_shape)
+    write_summary(summary, out)
+
+    measure = {"num_classes": test_set.num_classes, "latency_batch": 256, "repeats": repeats}
+    rows = [measure_row(
+        "demo_cnn (dense)", model, spec.input_shape, test_batches, **measure,
+        file_bytes=(out / "train" / "model.pt").stat().st_size,
+    )]
+    for recipe_name, label in RECIPE_ROWS:
+        pruned = copy.deepcopy(model)
+        run = compress(
+            pruned, load_recipe(recipe_path(recipe_name)), train_batches,
+            TrainConfig(epochs=finetune_epochs, lr=0.01, weight_decay=5e-4, schedule="cosine",
+                        seed=seed),
+            eval_batches=test_batches, num_classes=train_set.num_classes,
+            out_dir=out / recipe_name, progress=not quiet,
+            model_meta={"model": MODEL, "classes": train_set.classes},
+            example_input=torch.zeros(1, *spec.input_shape),
+        )
+        rows.append(measure_row(
+            label, run.model, spec.input_shape, test_batches, **measure,
+            file_bytes=run.model_path.stat().st_size, notes=f"recipe {recipe_name}",
+        ))
+    table = BenchTable(rows, meta={**machine_meta(), "dataset": "digits", "split": "test",
+                                   "images": len(test_set)})
+    files = {f"bench_{kind}": str(path) for kind, path in table.write(out).items()}
+    plot_path = out / "tradeoff.png"
+    plot_tradeoff(table, plot_path)
+    files.update(
+        plot=str(plot_path), model=str(out / "train" / "model.pt"),
+        summary=str(out / "summary.txt"), eval=str(out / "eval" / "report.txt"),
+    )
+    if not quiet:
+        print(result.format_report())
+        print()
+        print(summary.format_table())
+        print()
+        print(table.format_text())
+        print(f"\noutputs in {out}/")
+    return {
+        "top1": result.top1,
+        "top5": result.top5,
+        "params": summary.params,
+        "nonzero_params": summary.nonzero_params,
+        "macs": summary.macs,
+        "sparsity": summary.sparsity,
+        "rows": [row.to_dict() for row in rows],
+        "files": files,
+    }

@@ -1,0 +1,194 @@
+"""Thinning: pruned channels physically removed, outputs unchanged, reload in a fresh model."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tests.pruning.test_structured import CatNet, DepthwiseNet, RollNet
+from torchslim.analysis import summarize
+from torchslim.core.errors import UserError
+from torchslim.models import create_model
+from torchslim.models.cifar_resnet import ChannelPadShortcut
+from torchslim.pruning.graph import build_graph
+from torchslim.pruning.masks import Masks
+from torchslim.pruning.structured import BNGammaPruner, FilterNormPruner, RandomChannelPruner
+from torchslim.pruning.thinning import apply_thinning, removable_channels, thin
+
+
+def with_random_batchnorm(model, seed=0):
+    """Non-trivial BatchNorm statistics and affine parameters, then eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
+
+
+def pruned(model, example, pruner=None):
+    torch.manual_seed(0)
+    masks = Masks(model)
+    (pruner or FilterNormPruner(0.5)).apply(build_graph(model, example), masks)
+    return masks
+
+
+CASES = {
+    "demo_cnn": (lambda: create_model("demo_cnn"), (1, 8, 8)),
+    "lenet5": (lambda: create_model("lenet5"), (1, 28, 28)),
+    "cifar_resnet20": (lambda: create_model("cifar_resnet20"), (3, 32, 32)),
+    "cat": (CatNet, (3, 8, 8)),
+    "depthwise": (DepthwiseNet, (3, 8, 8)),
+    "unknown_op": (RollNet, (3, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_prune_and_thin_keeps_outputs_and_shrinks_macs(case):
+    factory, shape = CASES[case]
+    torch.manual_seed(0)
+    model = with_random_batchnorm(factory())
+    x = torch.randn(4, *shape)
+    macs, params = summarize(model, shape).macs, sum(p.numel() for p in model.parameters())
+    pruned(model, x[:1])
+    expected = model(x)
+    record = thin(model, x[:1])
+    assert record and removable_channels(build_graph(model, x[:1])) == {}
+    assert (model(x) - expected).abs().max().item() < 1e-5
+    assert summarize(model, shape).macs < macs
+    assert sum(p.numel() for p in model.parameters()) < params
+
+
+def test_half_of_every_resnet20_group_leaves_a_quarter_of_the_macs():
+    model = create_model("cifar_resnet20")
+    x = torch.zeros(1, 3, 32, 32)
+    pruned(model, x, RandomChannelPruner(0.5, seed=0))
+    thin(model, x)
+    assert model.conv1.out_channels == 8 and model.layer1[0].conv1.out_channels == 8
+    assert model.layer2[0].conv2.out_channels == 16 and model.layer3[2].bn2.num_features == 32
+    assert model.linear.in_features == 32
+    assert model.layer2[0].shortcut.out_channels == 16
+    assert len(model.layer2[0].shortcut.channel_index) == 8
+    assert summarize(model, (3, 32, 32)).macs == 10_248_512  # 40,551,040 unpruned
+
+
+@pytest.mark.parametrize("name", ["cifar_resnet20", "cifar_resnet56"])
+def test_thinned_resnet_reloads_in_a_fresh_model_from_json_record(name, tmp_path):
+    model = with_random_batchnorm(create_model(name))
+    x = torch.randn(2, 3, 32, 32)
+    pruned(model, x[:1], BNGammaPruner(0.4))
+    before = model(x)
+    record = thin(model, x[:1])
+    expected = model(x)
+    assert torch.allclose(expected, before, rtol=1e-5, atol=1e-4)  # deep nets sum more rounding
+    torch.save(model.state_dict(), tmp_path / "thin.pt")
+    (tmp_path / "thin.json").write_text(json.dumps(record))
+
+    fresh = apply_thinning(create_model(name), json.loads((tmp_path / "thin.json").read_text()))
+    fresh.load_state_dict(torch.load(tmp_path / "thin.pt", weights_only=True))
+    assert torch.equal(fresh.eval()(x), expected)
+    shortcut = fresh.layer3[0].shortcut
+    assert shortcut.channel_index == record["layer3.0.shortcut"]["channel_index"]
+    assert not any("channel_index" in key for key in fresh.state_dict())
+
+
+def test_unthinned_resnet_keeps_its_state_dict_keys_and_shortcut_behaviour():
+    model = create_model("cifar_resnet20")
+    assert not any("shortcut" in key for key in model.state_dict())
+    x = torch.randn(1, 16, 4, 4)
+    explicit = ChannelPadShortcut(16, 32, 2, channel_index=range(8, 24))
+    assert torch.equal(explicit(x), model.layer2[0].shortcut(x))
+
+
+def test_thinning_twice_gives_records_to_apply_in_order():
+    model = with_random_batchnorm(create_model("cifar_resnet20"))
+    x = torch.randn(2, 3, 32, 32)
+    pruned(model, x[:1], FilterNormPruner(0.25))
+    first = thin(model, x[:1])
+    pruned(model, x[:1], FilterNormPruner(0.25))
+    second = thin(model, x[:1])
+    assert model.conv1.out_channels == 9  # 16 -> 12 -> 9
+    fresh = apply_thinning(apply_thinning(create_model("cifar_resnet20"), first), second)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.eval()(x), model(x))
+    with pytest.raises(UserError, match="apply records in the order"):
+        apply_thinning(create_model("cifar_resnet20"), second)
+
+
+def test_optimizer_and_masks_follow_the_thinned_parameters():
+    torch.manual_seed(0)
+    model = create_model("demo_cnn")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+
+    def step():
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        masks.apply()
+
+    masks = Masks(model)
+    step()
+    graph = build_graph(model, x[:1])
+    FilterNormPruner(0.5).apply(graph, masks)
+    masks.set("classifier.weight", model.classifier.weight.abs() > 0.05)  # unstructured mask
+    unstructured = masks["classifier.weight"].clone()
+    step()
+    record = thin(model, x[:1], optimizer=optimizer, masks=masks)
+
+    kept = torch.tensor(record["classifier"]["kept"]["in"])
+    assert model.features[1][0].weight.shape == (32, 16, 3, 3)
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == [
+        id(p) for p in model.parameters()]
+    for param in model.parameters():
+        assert optimizer.state[param]["momentum_buffer"].shape == param.shape
+    assert torch.equal(masks["classifier.weight"], unstructured[:, kept])
+    assert set(masks) >= {"features.0.0.weight", "features.1.0.weight", "classifier.weight"}
+    assert all(masks[name].shape == param.shape for name, param in model.named_parameters()
+               if name in masks)
+    step()
+    assert not removable_channels(build_graph(model, x[:1]))  # nothing pruned is left
+    assert torch.equal(model.classifier.weight != 0, masks["classifier.weight"])
+
+
+def test_nothing_pruned_means_nothing_thinned():
+    model = create_model("lenet5")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    assert thin(model, torch.zeros(1, 1, 28, 28)) == {}
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_a_layer_with_every_channel_pruned_is_refused():
+    model = create_model("lenet5")
+    with torch.no_grad():
+        for param in (model.conv2.weight, model.conv2.bias, model.fc1.weight):
+            param.zero_()
+    with pytest.raises(UserError, match="every output channel of 'conv2' is pruned"):
+        thin(model, torch.zeros(1, 1, 28, 28))
+    assert model.conv2.out_channels == 16
+
+
+def test_record_of_another_model_is_refused():
+    model = create_model("demo_cnn")
+    x = torch.zeros(1, 1, 8, 8)
+    pruned(model, x)
+    record = thin(model, x)
+    with pytest.raises(UserError, match="names layer 'features.0.0', which the model lacks"):
+        apply_thinning(create_model("lenet5"), record)
+    with pytest.raises(UserError, match="has 16 output channels, the thinning record expects 32"):
+        apply_thinning(model, record)
+
+
+def test_a_stale_graph_is_refused_after_thinning():
+    model = create_model("demo_cnn")
+    x = torch.zeros(1, 1, 8, 8)
+    graph = build_graph(model, x)
+    FilterNormPruner(0.5).apply(graph, Masks(model))
+    thin(model, x)
+    with pytest.raises(UserError, match="out of date"):
+        FilterNormPruner(0.5).select(graph)

@@ -1,0 +1,238 @@
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from torchslim.core.errors import UserError
+from torchslim.train import Callback, TrainConfig, Trainer, evaluate
+
+
+class ShuffledBatches:
+    """A tiny loader whose order depends on (seed, epoch), like torchslim.data.BatchLoader."""
+
+    def __init__(self, n=64, batch=16, seed=0):
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = (self.x[:, 0] + self.x[:, 1] > 0).long()
+        self.batch, self.seed, self.epoch = batch, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.x) // self.batch
+
+    def __iter__(self):
+        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(
+            self.seed * 1000 + self.epoch))
+        for i in range(len(self)):
+            idx = order[i * self.batch:(i + 1) * self.batch]
+            yield self.x[idx], self.y[idx]
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+        self.fired = 0
+
+    def on_epoch_begin(self, epoch, **kw):
+        self.calls.append(("on_epoch_begin", epoch))
+
+    def on_minibatch_begin(self, epoch, minibatch_id, minibatches_per_epoch, **kw):
+        self.calls.append(("on_minibatch_begin", epoch, minibatch_id, minibatches_per_epoch))
+
+    def before_backward_pass(self, epoch, minibatch_id, minibatches_per_epoch, loss, **kw):
+        assert {"optimizer", "inputs", "outputs", "targets"} <= set(kw)
+        self.calls.append(("before_backward_pass", epoch, minibatch_id))
+        return None
+
+    def on_minibatch_end(self, epoch, minibatch_id, minibatches_per_epoch, **kw):
+        self.calls.append(("on_minibatch_end", epoch, minibatch_id))
+
+    def on_epoch_end(self, epoch, **kw):
+        assert "val_top1" in kw["metrics"]
+        self.calls.append(("on_epoch_end", epoch))
+        self.fired += 1
+
+    def state_dict(self):
+        return {"fired": self.fired}
+
+    def load_state_dict(self, state):
+        self.fired = state["fired"]
+
+
+def test_hooks_are_called_in_order():
+    data = ShuffledBatches(n=32, batch=16)
+    recorder = Recorder()
+    Trainer(make_model(), data, TrainConfig(epochs=2, lr=0.1), eval_batches=data,
+            callbacks=[recorder], progress=False).fit()
+    expected = []
+    for epoch in range(2):
+        expected.append(("on_epoch_begin", epoch))
+        for step in range(2):
+            expected += [("on_minibatch_begin", epoch, step, 2),
+                         ("before_backward_pass", epoch, step),
+                         ("on_minibatch_end", epoch, step)]
+        expected.append(("on_epoch_end", epoch))
+    assert recorder.calls == expected
+
+
+def test_before_backward_pass_can_replace_the_loss():
+    class Penalty(Callback):
+        def before_backward_pass(self, epoch, minibatch_id, minibatches_per_epoch, loss, **kw):
+            return loss + 10.0 * model[0].weight.pow(2).sum()
+
+    model = make_model()
+    start = model[0].weight.norm().item()
+    config = TrainConfig(epochs=3, lr=0.01, momentum=0.0, weight_decay=0, schedule="constant")
+    Trainer(model, ShuffledBatches(), config, callbacks=[Penalty()], progress=False).fit()
+    assert model[0].weight.norm().item() < 0.2 * start  # only the added term shrinks it so
+
+
+def test_training_learns_and_writes_checkpoint_metrics_and_model(tmp_path):
+    data = ShuffledBatches(n=256)
+    model = make_model()
+    before = evaluate(model, data, 2).top1
+    history = Trainer(model, data, TrainConfig(epochs=5, lr=0.2), eval_batches=data,
+                      out_dir=tmp_path, progress=False).fit()
+    assert history[-1]["val_top1"] > max(before, 85.0)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert {"lr", "train_loss", "train_top1", "val_top1", "val_top5", "seconds"} <= set(rows[0])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 4 and {"model", "optimizer", "lr_scheduler", "rng"} <= set(state)
+    final = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    assert torch.equal(final["0.weight"], model[0].weight)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    ("step", [0.1, 0.1, 0.01, 0.01]),
+    ("multistep", [0.1, 0.01, 0.01, 0.001]),
+    ("constant", [0.1, 0.1, 0.1, 0.1]),
+])
+def test_lr_schedules(schedule, expected):
+    config = TrainConfig(epochs=4, lr=0.1, schedule=schedule, step_size=2, milestones=[1, 3])
+    history = Trainer(make_model(), ShuffledBatches(), config, progress=False).fit()
+    assert [round(row["lr"], 6) for row in history] == expected
+
+
+def test_cosine_schedule_decays_to_near_zero():
+    history = Trainer(make_model(), ShuffledBatches(), TrainConfig(epochs=4, lr=0.1),
+                      progress=False).fit()
+    lrs = [row["lr"] for row in history]
+    assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.02
+
+
+def test_adamw_runs():
+    history = Trainer(make_model(), ShuffledBatches(), TrainConfig(epochs=2, optimizer="adamw",
+                      lr=1e-2), progress=False).fit()
+    assert len(history) == 2
+
+
+def test_same_seed_same_result_on_cpu():
+    runs = []
+    for _ in range(2):
+        model = make_model()
+        Trainer(model, ShuffledBatches(), TrainConfig(epochs=2, seed=7), progress=False).fit()
+        runs.append(model.state_dict())
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key])
+
+
+def test_resume_continues_exactly(tmp_path):
+    config = TrainConfig(epochs=4, lr=0.1, seed=3)
+    full = make_model()
+    Trainer(full, ShuffledBatches(), config, progress=False).fit()
+
+    # Stop after two of the four epochs (as a crash would), then resume in a new trainer.
+    recorder = Recorder()
+    stopped = Trainer(make_model(), ShuffledBatches(), TrainConfig(**config.__dict__),
+                      out_dir=tmp_path, callbacks=[recorder], eval_batches=ShuffledBatches(),
+                      progress=False)
+    stopped.config.epochs = 2
+    stopped.fit()
+    assert recorder.fired == 2
+
+    resumed_model = make_model()
+    resumed_recorder = Recorder()
+    resumed = Trainer(resumed_model, ShuffledBatches(), config, out_dir=tmp_path,
+                      callbacks=[resumed_recorder], eval_batches=ShuffledBatches(),
+                      progress=False)
+    history = resumed.fit(resume=True)
+    assert resumed_recorder.fired == 4  # callback state came back from the checkpoint
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3]
+    for key, value in full.state_dict().items():
+        assert torch.allclose(resumed_model.state_dict()[key], value, atol=1e-6), key
+
+
+def test_resume_without_checkpoint_is_a_user_error(tmp_path):
+    trainer = Trainer(make_model(), ShuffledBatches(), TrainConfig(), out_dir=tmp_path,
+                      progress=False)
+    with pytest.raises(UserError, match="no checkpoint"):
+        trainer.fit(resume=True)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epochs": 0}, "epochs"),
+    ({"lr": 0}, "learning rate"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"schedule": "poly"}, "schedule"),
+    ({"schedule": "multistep"}, "milestones"),
+])
+def test_bad_config_is_a_user_error(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        TrainConfig(**kwargs).validate()
+
+
+def test_evaluate_metrics():
+    model = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3))
+    x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    y = torch.tensor([0, 1, 1, 2])
+    result = evaluate(model, [(x[:2], y[:2]), (x[2:], y[2:])], 3, ["a", "b", "c"])
+    assert result.n == 4 and result.top1 == 50.0 and result.top5 == 100.0
+    assert result.confusion == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+    assert result.per_class == [100.0, 50.0, 0.0]
+    report = result.format_report()
+    assert "confusion matrix" in report and "top-1 50.00 %" in report
+    assert set(result.to_dict()) >= {"top1", "top5", "n", "per_class", "confusion"}
+
+
+def test_channels_last_trains_the_same_weights(tmp_path):
+    """channels_last only changes the memory layout: same weights (to rounding) either way,
+    conv weights end up channels-last, and the saved model loads into a fresh one."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(32, 3, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (32,), generator=g)
+    batches = [(images[i:i + 8], labels[i:i + 8]) for i in range(0, 32, 8)]
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    trained = {}
+    for layout in (True, False):
+        model = net()
+        config = TrainConfig(epochs=2, lr=0.05, channels_last=layout)
+        Trainer(model, batches, config, out_dir=tmp_path / str(layout), progress=False).fit()
+        trained[layout] = model
+    conv = trained[True][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert trained[False][0].weight.is_contiguous()
+    for (name, a), b in zip(trained[True].state_dict().items(),
+                            trained[False].state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    fresh = net()
+    saved = torch.load(tmp_path / "True" / "model.pt", weights_only=True)["state_dict"]
+    fresh.load_state_dict(saved)
+    fresh.eval()
+    assert torch.allclose(fresh(images), trained[True].eval()(images), atol=1e-6)
