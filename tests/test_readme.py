@@ -38,7 +38,7 @@ def test_readme_schedule_example_runs_without_yaml(capsys):
         weight = dict(model.named_parameters())[name]
         assert abs((weight == 0).float().mean().item() - 0.8) <= 0.5 / weight.numel()
     assert "agp: features.3.0.weight sparsity 0.8000" in capsys.readouterr().out
-    assert set(namespace["checkpoint"]["schedule"]["masks"]) == {
+    assert set(namespace["checkpoint"]["schedule"]["services"]["masks"]) == {
         "features.0.0.weight", "features.1.0.weight", "features.3.0.weight"
     }
 

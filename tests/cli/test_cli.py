@@ -138,7 +138,8 @@ def test_bad_argument_value_exits_2():
 
 def _train_args(out):
     return ["train", "--model", "demo_cnn", "--data", "digits", "--epochs", "6",
-            "--batch-size", "8", "--lr", "0.02", "--seed", "1", "--out", out, "--quiet", "--json"]
+            "--batch-size", "8", "--lr", "0.02", "--seed", "1", "--device", "cpu", "--out", out,
+            "--quiet", "--json"]
 
 
 def _saved_epoch(path):

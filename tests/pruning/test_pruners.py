@@ -57,7 +57,7 @@ def test_level_method_matches_percentile_method_of_the_labs():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
 def test_sparsity_outside_unit_interval_is_rejected(bad):
-    with pytest.raises(ValueError, match="sparsity must be in"):
+    with pytest.raises(UserError, match="sparsity must be in"):
         LevelMethod(bad)
 
 
@@ -189,9 +189,9 @@ def test_agp_global_scope_reaches_overall_target():
 
 
 def test_agp_rejects_final_below_initial_and_bad_scope():
-    with pytest.raises(ValueError, match="final_sparsity"):
+    with pytest.raises(UserError, match=r"final sparsity \(0.2\) must be >= the initial one"):
         AGPPruner(["w"], 0.5, 0.2)
-    with pytest.raises(ValueError, match="scope"):
+    with pytest.raises(UserError, match="scope"):
         AGPPruner(["w"], 0.1, 0.2, scope="model")
 
 

@@ -9,8 +9,8 @@ from torchslim.core.errors import UserError
 from torchslim.models import create_model
 from torchslim.pruning.graph import Axis, build_graph
 from torchslim.pruning.masks import Masks
+from torchslim.pruning.regularizers import BNGammaL1Regularizer
 from torchslim.pruning.structured import (
-    BNGammaL1Regularizer,
     BNGammaPruner,
     ChannelNormPruner,
     FilterNormPruner,

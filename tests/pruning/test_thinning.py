@@ -93,7 +93,7 @@ def test_thinned_resnet_reloads_in_a_fresh_model_from_json_record(name, tmp_path
     fresh.load_state_dict(torch.load(tmp_path / "thin.pt", weights_only=True))
     assert torch.equal(fresh.eval()(x), expected)
     shortcut = fresh.layer3[0].shortcut
-    assert shortcut.channel_index == record["layer3.0.shortcut"]["channel_index"]
+    assert shortcut.channel_index == record["layers"]["layer3.0.shortcut"]["channel_index"]
     assert not any("channel_index" in key for key in fresh.state_dict())
 
 
@@ -141,7 +141,7 @@ def test_optimizer_and_masks_follow_the_thinned_parameters():
     step()
     record = thin(model, x[:1], optimizer=optimizer, masks=masks)
 
-    kept = torch.tensor(record["classifier"]["kept"]["in"])
+    kept = torch.tensor(record["layers"]["classifier"]["kept"]["in"])
     assert model.features[1][0].weight.shape == (32, 16, 3, 3)
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [
         id(p) for p in model.parameters()]
@@ -159,7 +159,7 @@ def test_optimizer_and_masks_follow_the_thinned_parameters():
 def test_nothing_pruned_means_nothing_thinned():
     model = create_model("lenet5")
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    assert thin(model, torch.zeros(1, 1, 28, 28)) == {}
+    assert thin(model, torch.zeros(1, 1, 28, 28))["layers"] == {}
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
 
 

@@ -560,7 +560,7 @@ PARSE_ERRORS = {
             starting_epoch: 0
         """,
         "bad.yaml:3 quantizers.dorefa_quantizer.class: 'DorefaQuantizer' is not yet supported by "
-        "torchslim: quantization-aware training is not implemented yet (the quantization work)",
+        "torchslim: quantization is not implemented yet (the quantization work)",
     ),
     "distillation_not_yet_supported": (
         """

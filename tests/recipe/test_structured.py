@@ -64,7 +64,7 @@ policies:
         id(p) for p in model.parameters()
     }  # the optimizer follows the new, thinner parameters
     optimizer.step()
-    assert scheduler.thinning and "features.1.0" in scheduler.thinning[0]
+    assert scheduler.edits and "features.1.0" in scheduler.edits[0]["layers"]
 
 
 def test_bn_gamma_pruner_and_regularizer():

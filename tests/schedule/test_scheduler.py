@@ -10,12 +10,12 @@ from torchslim.core.errors import UserError
 from torchslim.data import ArrayDataset, BatchLoader
 from torchslim.pruning import AGPPruner, LevelPruner
 from torchslim.pruning.regularizers import L1Regularizer
-from torchslim.schedule import CompressionScheduler, LRSchedule, Policy
+from torchslim.schedule import CompressionScheduler, LRSchedule, Policy, Step
 from torchslim.train import TrainConfig, Trainer
 
 
-class Recorder:
-    """A scheduled method that records the epochs it was called on."""
+class Recorder(Step):
+    """A scheduled step that records the epochs it was called on."""
 
     kind = "recorder"
 
@@ -133,8 +133,8 @@ def test_resumed_schedule_continues_exactly(tmp_path):
     assert scheduler2.log == scheduler.log
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
-    for name in scheduler.masks:
-        assert torch.equal(scheduler.masks[name], scheduler2.masks[name])
+    for name in scheduler.services["masks"]:
+        assert torch.equal(scheduler.services["masks"][name], scheduler2.services["masks"][name])
 
 
 def test_resume_with_another_schedule_is_a_user_error(tmp_path):
@@ -182,7 +182,7 @@ def test_policy_next_after():
 
 
 def test_agp_prunes_between_epochs_with_interpolated_progress():
-    from torchslim.schedule import PruneStep
+    from torchslim.pruning import PruneStep
 
     model = _mlp()
     agp = AGPPruner(["0.weight"], 0.0, 0.9)
@@ -193,7 +193,7 @@ def test_agp_prunes_between_epochs_with_interpolated_progress():
         scheduler.on_epoch_begin(epoch)
         for step in range(8):
             scheduler.on_minibatch_begin(epoch, step, 8)
-            seen.append(scheduler.masks.sparsity("0.weight"))
+            seen.append(scheduler.services["masks"].sparsity("0.weight"))
     at_steps = [seen[8 * e + 2 * k] for e in (0, 1) for k in range(4)]
     expected = [agp.target(e / 2 + k / 8) for e in (0, 1) for k in range(4)]
     assert at_steps == pytest.approx(expected, abs=0.5 / 120)  # 120 weights
@@ -215,4 +215,4 @@ policies:
     ending_epoch: 4
 """)
     scheduler = build_scheduler(recipe, create_model("demo_cnn"))
-    assert scheduler.entries[0].method.steps_per_epoch == 20
+    assert scheduler.entries[0].step.steps_per_epoch == 20

@@ -140,14 +140,15 @@ def test_same_seed_same_result_on_cpu():
     runs = []
     for _ in range(2):
         model = make_model()
-        Trainer(model, ShuffledBatches(), TrainConfig(epochs=2, seed=7), progress=False).fit()
+        Trainer(model, ShuffledBatches(), TrainConfig(epochs=2, seed=7, device="cpu"),
+                progress=False).fit()
         runs.append(model.state_dict())
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key])
 
 
 def test_resume_continues_exactly(tmp_path):
-    config = TrainConfig(epochs=4, lr=0.1, seed=3)
+    config = TrainConfig(epochs=4, lr=0.1, seed=3, device="cpu")
     full = make_model()
     Trainer(full, ShuffledBatches(), config, progress=False).fit()
 
@@ -222,7 +223,7 @@ def test_channels_last_trains_the_same_weights(tmp_path):
     trained = {}
     for layout in (True, False):
         model = net()
-        config = TrainConfig(epochs=2, lr=0.05, channels_last=layout)
+        config = TrainConfig(epochs=2, lr=0.05, channels_last=layout, device="cpu")
         Trainer(model, batches, config, out_dir=tmp_path / str(layout), progress=False).fit()
         trained[layout] = model
     conv = trained[True][0].weight

@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..data import ArrayDataset, BatchLoader, load_dataset
-from ..models import ModelSpec, thinning_records
-from ..train import TrainConfig
+from ..data import AUGMENTATIONS, ArrayDataset, BatchLoader, load_dataset
+from ..data.load import BUILTIN_DATASETS
+from ..models import ModelSpec, edit_records
+from ..train import DEVICES, TrainConfig, resolve_device
+
+#: ``--lr`` when it is not given: fine-tuning (``--weights``) and training from scratch.
+FINETUNE_LR = 0.01
+SCRATCH_LR = 0.1
 
 Emit = Callable[[argparse.Namespace, dict[str, Any]], None]
 
@@ -106,7 +111,11 @@ def add_train_args(
     parser.add_argument("--epochs", type=positive_int, default=1, help="(default: 1)")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
                         help="(default: sgd)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    parser.add_argument(
+        "--lr", type=float, default=None,
+        help=f"learning rate (default: {FINETUNE_LR} with --weights, i.e. fine-tuning; "
+        f"{SCRATCH_LR} when training from scratch)",
+    )
     parser.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="(default: 5e-4)")
     parser.add_argument(
@@ -117,14 +126,33 @@ def add_train_args(
         f"per-epoch LR schedule (default: {schedule_default})",
     )
     parser.add_argument("--step-size", type=positive_int, default=30, help="(default: 30)")
-    parser.add_argument("--milestones", type=int, nargs="+", default=[])
+    parser.add_argument("--milestones", type=int, nargs="+", default=[],
+                        help="epochs at which the multistep schedule multiplies the LR by "
+                        "--gamma (default: none)")
     parser.add_argument("--gamma", type=float, default=0.1, help="(default: 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument(
+        "--augment", default="auto", choices=["auto", *AUGMENTATIONS],
+        help="training augmentation (default: auto = the data set's own: crop-flip, i.e. "
+        "random crop after 4-pixel padding and horizontal flip, for image folders and "
+        ".tar.gz archives; none for digits)",
+    )
+    # Before --augment existed: kept for old scripts, same as --augment none.
+    parser.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--device", default="auto", choices=list(DEVICES),
+        help="where to train (default: auto = cuda when a CUDA GPU is available, else cpu)",
+    )
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None,
+        help="float16 mixed precision (autocast and loss scaling) while training (default: on "
+        "when training on cuda, off on cpu, where it is not available)",
+    )
     parser.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=True,
         help="train 4-D inputs in channels-last memory format (faster convolutions on CPU; "
-        "the saved weights are the same either way)",
+        "the saved weights are the same either way; default: on)",
     )
     parser.add_argument("--out", type=Path, default=out, help=f"(default: {out})")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -155,29 +183,90 @@ def load_split(args: argparse.Namespace, split: str) -> ArrayDataset:
 def make_loader(
     args: argparse.Namespace, spec: ModelSpec, dataset: ArrayDataset, train: bool = False
 ) -> BatchLoader:
-    """Batches of ``dataset``: shuffled and augmented for training."""
+    """Batches of ``dataset``: shuffled and augmented (``--augment``) for training."""
     return BatchLoader(
         dataset,
         args.batch_size,
         shuffle=train,
-        augment=train and not getattr(args, "no_augment", False),
+        augment=augmentation(args, dataset)[0] if train else "none",
         normalization=args.normalization or spec.normalization,
         seed=getattr(args, "seed", 0),
     )
 
 
+def augmentation(args: argparse.Namespace, dataset: ArrayDataset) -> tuple[str, str]:
+    """The training augmentation ``--augment`` asks for, and why: ``auto`` (or no such option)
+    is the data set's own.
+
+    Example::
+
+        >>> import argparse
+        >>> from torchslim.data import load_digits
+        >>> augmentation(argparse.Namespace(augment="auto", data="digits"), load_digits("test"))
+        ('none', 'the default for digits')
+    """
+    chosen = getattr(args, "augment", "auto")
+    if chosen != "auto":
+        return chosen, "--augment"
+    data = getattr(args, "data", None)
+    source = data if data in BUILTIN_DATASETS else "image folders"
+    return dataset.augmentation, f"the default for {source}"
+
+
+def learning_rate(args: argparse.Namespace) -> tuple[float, str]:
+    """``--lr``, else the default for fine-tuning (``--weights``) or training from scratch,
+    and why.
+
+    Example::
+
+        >>> import argparse
+        >>> learning_rate(argparse.Namespace(lr=None, weights="model.pt"))
+        (0.01, 'the default for fine-tuning --weights')
+    """
+    if args.lr is not None:
+        return args.lr, "--lr"
+    if getattr(args, "weights", None):
+        return FINETUNE_LR, "the default for fine-tuning --weights"
+    return SCRATCH_LR, "the default when training from scratch"
+
+
+def training_log(args: argparse.Namespace, config: TrainConfig, train_set: ArrayDataset) -> str:
+    """One line saying how training runs and where each choice came from (for the run's log).
+
+    Example::
+
+        >>> import argparse
+        >>> from torchslim.data import load_digits
+        >>> args = argparse.Namespace(lr=None, weights=None, augment="auto", data="digits")
+        >>> line = training_log(args, TrainConfig(device="cpu"), load_digits("test"))
+        >>> print(line)  # doctest: +NORMALIZE_WHITESPACE
+        lr: 0.1 (the default when training from scratch), augmentation: none (the default for
+        digits), device: cpu, mixed precision: off
+    """
+    lr, lr_why = learning_rate(args)
+    augment, augment_why = augmentation(args, train_set)
+    device = resolve_device(config.device)
+    device_text = f"{device}" + (" (auto)" if config.device == "auto" else "")
+    amp = "on" if config.resolve_amp(device) else "off"
+    return (f"lr: {config.lr:g} ({lr_why}), augmentation: {augment} ({augment_why}), "
+            f"device: {device_text}, mixed precision: {amp}")
+
+
 def model_meta(args: argparse.Namespace, train_set: ArrayDataset) -> dict[str, Any]:
-    """What a saved model needs beside its weights: name, classes and, for a thinned input
-    model, its thinning records (so the output reloads into a fresh model)."""
-    thinning = thinning_records(args.weights) if args.weights else []
-    return {"model": args.model, "classes": train_set.classes, "thinning": thinning}
+    """What a saved model needs beside its weights: name, classes and, for an input model whose
+    architecture was edited (thinned), its edit records (so the output reloads into a fresh
+    model)."""
+    edits = edit_records(args.weights) if args.weights else []
+    return {"model": args.model, "classes": train_set.classes, "edits": edits}
 
 
 def train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:
-    """The :class:`TrainConfig` the training options describe."""
+    """The :class:`TrainConfig` the training options describe (``--lr`` resolved by
+    :func:`learning_rate`)."""
     return TrainConfig(
-        epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=schedule, step_size=args.step_size,
-        milestones=list(args.milestones), gamma=args.gamma, seed=args.seed,
-        channels_last=args.channels_last,
+        epochs=args.epochs, optimizer=args.optimizer, lr=learning_rate(args)[0],
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=schedule,
+        step_size=args.step_size, milestones=list(args.milestones), gamma=args.gamma,
+        seed=args.seed, channels_last=args.channels_last,
+        device=getattr(args, "device", "auto"), amp=getattr(args, "amp", None),
     )

@@ -27,6 +27,7 @@ from .common import (
     model_meta,
     positive_int,
     train_config,
+    training_log,
 )
 
 
@@ -78,9 +79,12 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     lr_scheduled = any(p.kind == "lr_scheduler" for p in recipe.policies)
     schedule = args.schedule or ("constant" if lr_scheduled else "cosine")
     eval_batches = make_loader(args, spec, eval_set)
+    config = train_config(args, schedule)
+    if not args.quiet:
+        print(f"torchslim compress: {training_log(args, config, train_set)}")
     run = compress(
         model, recipe, make_loader(args, spec, train_set, train=True),
-        train_config(args, schedule), eval_batches=eval_batches,
+        config, eval_batches=eval_batches,
         num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,
         model_meta=model_meta(args, train_set), resume=args.resume,
         example_input=torch.zeros(1, *eval_set.image_shape),

@@ -14,10 +14,12 @@ from .common import (
     add_data_args,
     add_model_args,
     add_train_args,
+    augmentation,
     load_split,
     make_loader,
     model_meta,
     train_config,
+    training_log,
 )
 
 
@@ -58,10 +60,14 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
     eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights, train_set.num_classes)
+    config = train_config(args, args.schedule)
+    train_batches = make_loader(args, spec, train_set, train=True)
+    if not args.quiet:
+        print(f"torchslim train: {training_log(args, config, train_set)}")
     trainer = Trainer(
         model,
-        make_loader(args, spec, train_set, train=True),
-        train_config(args, args.schedule),
+        train_batches,
+        config,
         eval_batches=make_loader(args, spec, eval_set),
         num_classes=train_set.num_classes,
         out_dir=args.out,
@@ -75,6 +81,10 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
         "top1": last.get("val_top1"),
         "top5": last.get("val_top5"),
         "train_loss": last["train_loss"],
+        "lr": config.lr,
+        "augmentation": augmentation(args, train_set)[0],
+        "device": str(trainer.device),
+        "amp": trainer.amp,
         "checkpoint": str(trainer.checkpoint_path),
         "model_path": str(args.out / "model.pt"),
         "history": history,

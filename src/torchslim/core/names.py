@@ -21,13 +21,15 @@ from __future__ import annotations
 import fnmatch
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from torch import nn
 
 from .errors import UserError, did_you_mean
 
 _GLOB_CHARS = set("*?[")
+V = TypeVar("V")
 _PREFIX = "module."
 
 
@@ -76,3 +78,39 @@ def match_parameters(model: nn.Module, patterns: Iterable[str]) -> list[str]:
             )
         selected.update(hits)
     return [name for name in names if name in selected]
+
+
+def _resolve(model: nn.Module, pattern: str) -> list[str]:
+    if pattern == "*":
+        return [n for n, p in model.named_parameters() if p.dim() > 1]
+    return match_parameters(model, [pattern])
+
+
+def resolve_patterns(model: nn.Module, patterns: Iterable[str]) -> list[str]:
+    """The parameter names ``patterns`` select, in pattern order, each once. The pattern
+    ``'*'`` alone stands for every weight with two or more dimensions (conv and linear weights,
+    not biases or BatchNorm), as Distiller's default entry does.
+
+    >>> import torch.nn as nn
+    >>> resolve_patterns(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), ["*"])
+    ['0.weight']
+    """
+    names: list[str] = []
+    for pattern in patterns:
+        names += [n for n in _resolve(model, pattern) if n not in names]
+    return names
+
+
+def resolve_values(model: nn.Module, values: Mapping[str, V]) -> dict[str, V]:
+    """Per-parameter values from ``{pattern: value}``; an exact or later pattern wins over
+    ``'*'``.
+
+    >>> import torch.nn as nn
+    >>> resolve_values(nn.Linear(2, 2), {"*": 0.5, "weight": 0.9})
+    {'weight': 0.9}
+    """
+    resolved: dict[str, V] = {}
+    for pattern in sorted(values, key=lambda p: p != "*"):
+        for name in _resolve(model, pattern):
+            resolved[name] = values[pattern]
+    return resolved

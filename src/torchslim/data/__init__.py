@@ -19,13 +19,24 @@ from .digits import load_digits
 from .imagefolder import load_image_folder
 from .load import load_dataset
 from .loader import BatchLoader
-from .transforms import NORMALIZATION, augment_batch, get_normalization, normalize
+from .transforms import (
+    AUGMENTATIONS,
+    NORMALIZATION,
+    augment,
+    augment_batch,
+    check_augmentation,
+    get_normalization,
+    normalize,
+)
 
 __all__ = [
+    "AUGMENTATIONS",
     "NORMALIZATION",
     "ArrayDataset",
     "BatchLoader",
+    "augment",
     "augment_batch",
+    "check_augmentation",
     "get_normalization",
     "load_dataset",
     "load_digits",

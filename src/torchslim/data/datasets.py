@@ -6,8 +6,8 @@ Example::
     >>> from torchslim.data import ArrayDataset
     >>> images = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
     >>> ds = ArrayDataset(images, torch.tensor([0, 1, 1, 0]), ["cat", "dog"])
-    >>> len(ds), ds.num_classes, ds.image_shape
-    (4, 2, (3, 8, 8))
+    >>> len(ds), ds.num_classes, ds.image_shape, ds.augmentation
+    (4, 2, (3, 8, 8), 'none')
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.errors import UserError
+from .transforms import check_augmentation
 
 
 class ArrayDataset(Dataset):
@@ -23,6 +24,10 @@ class ArrayDataset(Dataset):
 
     ``ds[i]`` is ``(float32 CHW tensor in [0, 1], int label)``; ``images``, ``labels`` and
     ``classes`` stay available as attributes for whole-array work (see :class:`BatchLoader`).
+    ``augmentation`` names the training augmentation that suits the data (see
+    :data:`~torchslim.data.AUGMENTATIONS`): what ``BatchLoader(augment="auto")`` and
+    ``torchslim train`` apply unless told otherwise. Image folders say ``"crop-flip"``, the
+    digits ``"none"``; datasets derived from this one (:meth:`subset`, resizing) keep it.
 
     Example::
 
@@ -34,7 +39,13 @@ class ArrayDataset(Dataset):
         (torch.Size([1, 4, 4]), 1.0, 1)
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        classes: list[str],
+        augmentation: str = "none",
+    ):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise UserError(
                 f"images must be a uint8 tensor of shape (N, H, W, C), got {_describe(images)}"
@@ -59,6 +70,7 @@ class ArrayDataset(Dataset):
         self.images = images
         self.labels = labels
         self.classes = classes
+        self.augmentation = check_augmentation(augmentation)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,7 +91,7 @@ class ArrayDataset(Dataset):
             return self
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(self), generator=generator)[:count].sort().values
-        return ArrayDataset(self.images[keep], self.labels[keep], self.classes)
+        return ArrayDataset(self.images[keep], self.labels[keep], self.classes, self.augmentation)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

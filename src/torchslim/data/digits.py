@@ -25,6 +25,10 @@ DIGITS_SPLITS = ("train", "test")
 def load_digits(split: str) -> ArrayDataset:
     """The ``"train"`` (1,347) or ``"test"`` (450) split of the digits, uint8 pixels 0..255.
 
+    Their default augmentation is ``"none"``: a mirrored digit is another digit or none, and
+    8x8 images have little room for crops (with crop and flip, the demo CNN reaches 58 % top-1
+    after eight epochs instead of 99 %).
+
     The original values 0..16 become ``round(v * 255 / 16)``; the split is stratified by label
     with ``random_state=0`` so it never changes, and each split keeps the original sample order.
 
@@ -45,5 +49,6 @@ def load_digits(split: str) -> ArrayDataset:
     index = np.sort(train if split == "train" else test)
     pixels = np.round(bunch.images[index] * (255 / 16)).astype(np.uint8)[..., None]
     return ArrayDataset(
-        torch.from_numpy(pixels), torch.from_numpy(labels[index]), [str(d) for d in range(10)]
+        torch.from_numpy(pixels), torch.from_numpy(labels[index]), [str(d) for d in range(10)],
+        augmentation="none",
     )

@@ -17,8 +17,8 @@ Example::
     ...     (root / "train" / name).mkdir(parents=True)
     ...     Image.new("RGB", (6, 4)).save(root / "train" / name / "0.png")
     >>> ds = load_image_folder(root, "train", cache_dir=root / "cache", progress=False)
-    >>> ds.classes, len(ds), ds.image_shape
-    (['cat', 'dog'], 2, (3, 4, 6))
+    >>> ds.classes, len(ds), ds.image_shape, ds.augmentation
+    (['cat', 'dog'], 2, (3, 4, 6), 'crop-flip')
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def load_image_folder(
     ``image_size`` = (height, width) resizes every image bilinearly; without it all images of the
     split must have one size. Decoded splits are cached under ``cache_dir`` (default
     ``$TORCHSLIM_CACHE`` or ``~/.cache/torchslim``), so the next load only reads ``.npy`` files.
-    Inside an archive the layout may sit under one top-level folder.
+    Inside an archive the layout may sit under one top-level folder. The dataset's default
+    training augmentation is ``"crop-flip"`` (random crop and horizontal flip, as for CIFAR).
 
     Example::
 
@@ -89,7 +90,9 @@ def load_image_folder(
     else:
         raise UserError(f"data path '{root}' is neither a directory nor a .tar.gz/.tgz archive: "
                         f"give one in {_LAYOUT} layout")
-    return ArrayDataset(torch.from_numpy(images), torch.from_numpy(labels), classes)
+    return ArrayDataset(
+        torch.from_numpy(images), torch.from_numpy(labels), classes, augmentation="crop-flip"
+    )
 
 
 def _is_image(name: str) -> bool:

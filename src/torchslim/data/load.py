@@ -64,4 +64,5 @@ def _resized(dataset: ArrayDataset, size: tuple[int, int]) -> ArrayDataset:
         for image in images
     ])
     out = out[..., None] if mode == "L" else out
-    return ArrayDataset(torch.from_numpy(out), dataset.labels, dataset.classes)
+    return ArrayDataset(torch.from_numpy(out), dataset.labels, dataset.classes,
+                        dataset.augmentation)

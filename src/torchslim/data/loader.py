@@ -20,14 +20,17 @@ import torch
 
 from ..core.errors import UserError
 from .datasets import ArrayDataset
-from .transforms import Stats, augment_batch, get_normalization, normalize
+from .transforms import Stats, augment, check_augmentation, get_normalization, normalize
 
 
 class BatchLoader:
     """Yield ``(x, y)``: x float32 NCHW in [0, 1], augmented and normalised; y int64 labels.
 
-    ``shuffle`` draws a new order per epoch and ``augment`` applies :func:`augment_batch`; both are
-    a pure function of ``(seed, epoch)``, so call :meth:`set_epoch` before each epoch (the
+    ``shuffle`` draws a new order per epoch and ``augment`` names the augmentation (see
+    :data:`AUGMENTATIONS`): ``"none"``, ``"crop-flip"`` (:func:`augment_batch`), ``"auto"`` for
+    the dataset's own (:attr:`ArrayDataset.augmentation`), or a bool (True = ``"crop-flip"``).
+    Shuffling and augmentation are a pure function of ``(seed, epoch)``, so call
+    :meth:`set_epoch` before each epoch (the
     :class:`~torchslim.train.Trainer` does) and a run resumed at an epoch boundary sees the same
     batches as one that never stopped. Without ``set_epoch`` every pass repeats epoch 0.
     ``normalization`` is a preset name (see :data:`NORMALIZATION`), a ``(mean, std)`` pair or None.
@@ -40,6 +43,8 @@ class BatchLoader:
         >>> loader.set_epoch(3)
         >>> len(loader), sorted(torch.cat([y for _, y in loader]).tolist())
         (3, [0, 1, 2, 3, 4])
+        >>> BatchLoader(ds, 2, augment="auto").augmentation  # the dataset's own
+        'none'
     """
 
     def __init__(
@@ -48,7 +53,7 @@ class BatchLoader:
         batch_size: int,
         *,
         shuffle: bool = False,
-        augment: bool = False,
+        augment: bool | str = False,
         normalization: str | tuple | None = None,
         seed: int = 0,
         drop_last: bool = False,
@@ -60,7 +65,7 @@ class BatchLoader:
         self._dataset = dataset
         self._batch_size = batch_size
         self.shuffle = shuffle
-        self.augment = augment
+        self.augmentation = _resolve_augmentation(augment, dataset)
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
@@ -95,11 +100,21 @@ class BatchLoader:
         for start in range(0, len(self) * self._batch_size, self._batch_size):
             index = order[start:start + self._batch_size]
             x = images[index].permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255)
-            if self.augment:
-                x = augment_batch(x, generator)
+            if self.augmentation != "none":
+                x = augment(self.augmentation, x, generator)
             if self._stats is not None:
                 x = normalize(x, *self._stats)
             yield x, labels[index]
+
+
+def _resolve_augmentation(value: bool | str, dataset: ArrayDataset) -> str:
+    if value is True or value is False:
+        return "crop-flip" if value else "none"
+    if value == "auto":
+        return dataset.augmentation
+    if not isinstance(value, str):
+        raise UserError(f"augment must be an augmentation name, 'auto' or a bool, got {value!r}")
+    return check_augmentation(value)
 
 
 def _resolve(normalization: str | tuple | None) -> Stats | None:

@@ -1,4 +1,9 @@
-"""Normalisation presets and the CIFAR training augmentation, on whole batches in torch.
+"""Normalisation presets and the training augmentations, on whole batches in torch.
+
+Augmentations have names (see :data:`AUGMENTATIONS`): ``"none"`` and ``"crop-flip"`` (the CIFAR
+recipe, :func:`augment_batch`). A data set names its own default in
+:attr:`ArrayDataset.augmentation <torchslim.data.ArrayDataset>` (crop-flip for image folders,
+none for the digits, whose mirror images are other digits or none).
 
 Example::
 
@@ -12,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +69,42 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return (x - mean_t) / std_t
 
 
+#: Augmentation name -> what it does (the names ``BatchLoader(augment=...)`` and
+#: ``torchslim train --augment`` take, besides ``auto`` = the data set's own).
+AUGMENTATIONS: dict[str, str] = {
+    "none": "no augmentation",
+    "crop-flip": "random crop after 4-pixel zero padding, then random horizontal flip",
+}
+
+
+def check_augmentation(name: str) -> str:
+    """``name`` if it is one of :data:`AUGMENTATIONS`, else a :class:`UserError`.
+
+    Example::
+
+        >>> check_augmentation("crop-flip")
+        'crop-flip'
+    """
+    if not isinstance(name, str) or name not in AUGMENTATIONS:
+        hint = did_you_mean(name, AUGMENTATIONS) if isinstance(name, str) else ""
+        raise UserError(f"unknown augmentation {name!r}{hint}: choose one of "
+                        f"{', '.join(AUGMENTATIONS)}")
+    return name
+
+
+def augment(name: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply the augmentation called ``name`` to the float NCHW batch ``x``.
+
+    Example::
+
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> augment("none", x, torch.Generator()).equal(x)
+        True
+    """
+    function = _AUGMENT_FUNCTIONS[check_augmentation(name)]
+    return function(x, generator) if function is not None else x
+
+
 def augment_batch(
     x: torch.Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True
 ) -> torch.Tensor:
@@ -93,3 +134,9 @@ def augment_batch(
     # Advanced indexing on (N, H, W) with channels last, then back to NCHW.
     out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+_AUGMENT_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
+    "none": None,
+    "crop-flip": augment_batch,
+}

@@ -7,7 +7,7 @@ Example::
     269722
 """
 
-from .checkpoint import extract_state_dict, load_weights, read_checkpoint, thinning_records
+from .checkpoint import edit_records, extract_state_dict, load_weights, read_checkpoint
 from .registry import ModelSpec, create_model, get_model_spec, list_models, register_model
 
 __all__ = [
@@ -18,6 +18,6 @@ __all__ = [
     "list_models",
     "load_weights",
     "read_checkpoint",
-    "thinning_records",
+    "edit_records",
     "register_model",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.edits import apply_edits
 from ..core.errors import UserError, closest
 from ..core.storage import decode_state_dict, is_compressed
 
@@ -77,30 +78,38 @@ def _describe(keys: list[str], known: list[str], label: str) -> str:
     return f"{len(keys)} {label}: {', '.join(shown)}{more}"
 
 
-def thinning_records(path: str | os.PathLike) -> list[dict]:
-    """The thinning records a torchslim-written file carries in its ``meta`` (``[]`` if none)."""
-    checkpoint = read_checkpoint(path)
+def edit_records(path: str | os.PathLike) -> list[dict]:
+    """The architecture edits (:mod:`torchslim.core.edits`) a torchslim-written file carries in
+    its ``meta`` (``[]`` if none)."""
+    return _edits(read_checkpoint(path))
+
+
+def _edits(checkpoint) -> list[dict]:
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-    return list(meta.get("thinning") or []) if isinstance(meta, dict) else []
+    if not isinstance(meta, dict):
+        return []
+    if meta.get("thinning"):  # written before edits had kinds
+        raise UserError(
+            "the file was thinned by torchslim before 0.2 and holds thinning records this "
+            "version cannot replay: compress the model again"
+        )
+    return list(meta.get("edits") or [])
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
     """Load a checkpoint into ``model``; on a mismatch name the missing/unexpected keys.
 
-    Files written by :func:`torchslim.export.save_compressed` are decoded first, and a model
-    thinned by structured pruning (``meta["thinning"]`` records in the file) is reshaped to the
-    saved shapes before loading: no model code is unpickled.
+    Files written by :func:`torchslim.core.storage.save_compressed` are decoded first, and a
+    model whose architecture a compression step changed (thinning; ``meta["edits"]`` records in
+    the file, see :mod:`torchslim.core.edits`) is reshaped to the saved shapes before loading:
+    no model code is unpickled.
     """
     checkpoint = read_checkpoint(path)
-    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    edits = _edits(checkpoint)
     if is_compressed(checkpoint):
         checkpoint = decode_state_dict(checkpoint["state"])
     state = extract_state_dict(checkpoint)
-    if isinstance(meta, dict) and meta.get("thinning"):
-        from ..pruning.thinning import apply_thinning  # pruning builds on models
-
-        for record in meta["thinning"]:
-            apply_thinning(model, record)
+    apply_edits(model, edits)
     expected = model.state_dict()
     # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it does not affect inference.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]

@@ -104,8 +104,9 @@ def compress(
     """Fine-tune ``model`` under ``recipe`` (or a ready scheduler) for ``config.epochs``.
 
     ``example_input`` (one batch the model accepts) is needed when the recipe prunes structures
-    or thins the model. The saved files carry the thinning records in their ``meta``, so
-    :func:`torchslim.models.load_weights` reshapes a fresh model before loading them.
+    or thins the model. The saved files carry the architecture edits (thinning) in their
+    ``meta["edits"]``, so :func:`torchslim.models.load_weights` reshapes a fresh model before
+    loading them.
     """
     scheduler = recipe if isinstance(recipe, CompressionScheduler) else build_scheduler(
         recipe, model, example_input
@@ -116,13 +117,13 @@ def compress(
         callbacks=[scheduler], out_dir=out, progress=progress, model_meta=model_meta,
     )
     history = trainer.fit(resume=resume)
-    scheduler.masks.remove()
+    scheduler.finish()
     if out is not None:
         write_schedule_log(scheduler, out)
-        earlier = list((model_meta or {}).get("thinning") or [])  # the input was thinned before
-        meta = {**(model_meta or {}), "thinning": earlier + scheduler.thinning}
+        earlier = list((model_meta or {}).get("edits") or [])  # the input was edited before
+        meta = {**(model_meta or {}), "edits": earlier + scheduler.edits}
         save_compressed(trainer.model, out / COMPRESSED_NAME, meta=meta)
-        if scheduler.thinning:  # the dense copy must also say how to reshape a fresh model
+        if scheduler.edits:  # the dense copy must also say how to reshape a fresh model
             atomic_torch_save(
                 {"state_dict": trainer.model.state_dict(), "meta": meta}, out / "model.pt"
             )

@@ -61,8 +61,9 @@ def run_demo(
     seed = 0
     seed_everything(seed)
     model = create_model(MODEL, num_classes=train_set.num_classes)
+    # The data set's own augmentation: none for the digits (mirrored digits are not digits).
     train_batches = BatchLoader(
-        train_set, 64, shuffle=True, augment=False, normalization=spec.normalization, seed=seed
+        train_set, 64, shuffle=True, augment="auto", normalization=spec.normalization, seed=seed
     )
     test_batches = BatchLoader(test_set, 256, normalization=spec.normalization)
     config = TrainConfig(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine", seed=seed)

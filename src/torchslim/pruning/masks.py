@@ -8,7 +8,9 @@ objects under the same names, so an optimizer built before pruning keeps working
 ``state_dict`` loads into a fresh, unmodified model. The masks themselves are saved with
 :meth:`state_dict` (the scheduler puts them in training checkpoints) or recovered from the zeros
 of a saved model with :meth:`Masks.from_zeros`. :meth:`remove` drops masks and hooks: the zeros
-stay, training may then regrow them.
+stay, training may then regrow them. In a compression schedule the masks are the ``"masks"``
+service every pruning step shares (:func:`masks_of`): the schedule re-applies them after every
+optimizer step and logs their sparsity each epoch.
 
 Example::
 
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError, did_you_mean
+from ..core.steps import StepContext
 
 
 class Masks:
@@ -113,6 +116,19 @@ class Masks:
         kept = sum(int(m.sum()) for m in self.masks.values())
         return 1.0 - kept / total if total else 0.0
 
+    # -- as a schedule's service ------------------------------------------------------------------
+    def on_minibatch_end(self) -> None:
+        """The schedule calls this after every optimizer step: pruned weights stay zero."""
+        self.apply()
+
+    def epoch_log(self) -> dict[str, Any]:
+        """What every epoch of the schedule log shows: each masked weight's sparsity."""
+        return {"sparsity": self.sparsities()}
+
+    def finish(self) -> None:
+        """Training is over: drop the masks and their gradient hooks (the zeros stay)."""
+        self.remove()
+
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The masks by parameter name (bool tensors), for checkpoints."""
@@ -134,3 +150,8 @@ class Masks:
             if names is None or name in names:
                 masks.set(name, param.detach() != 0)
         return masks
+
+
+def masks_of(ctx: StepContext) -> Masks:
+    """The :class:`Masks` every pruning step of a schedule shares (its ``"masks"`` service)."""
+    return ctx.services.get_or_create("masks", lambda: Masks(ctx.model))

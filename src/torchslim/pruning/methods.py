@@ -22,13 +22,8 @@ from collections.abc import Mapping
 
 import torch
 
-
-def check_sparsity(sparsity: float) -> float:
-    """``sparsity`` as a float in [0, 1), or a ValueError."""
-    sparsity = float(sparsity)
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return sparsity
+from ..core.errors import UserError
+from .schedules import check_sparsity
 
 
 def _prune_smallest(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -64,7 +59,7 @@ class ThresholdMethod:
 
     def __init__(self, threshold: float) -> None:
         if threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold}")
+            raise UserError(f"threshold must be >= 0, got {threshold}")
         self.threshold = float(threshold)
 
     def compute_mask(self, weight: torch.Tensor) -> torch.Tensor:
@@ -77,7 +72,7 @@ class SensitivityMethod:
 
     def __init__(self, sensitivity: float) -> None:
         if sensitivity < 0:
-            raise ValueError(f"sensitivity must be >= 0, got {sensitivity}")
+            raise UserError(f"sensitivity must be >= 0, got {sensitivity}")
         self.sensitivity = float(sensitivity)
 
     def compute_mask(self, weight: torch.Tensor) -> torch.Tensor:

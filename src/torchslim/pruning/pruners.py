@@ -1,16 +1,17 @@
-"""Pruners: element-wise methods bound to weight names, ready for a schedule or a one-shot call.
+"""Element-wise pruners: methods bound to weight names, for a schedule or a one-shot call.
 
 A pruner names the weights it acts on (exact names, globs or regular expressions, see
-:mod:`torchslim.core.names`) and sets their masks in a :class:`~torchslim.pruning.Masks`
-object. ``prune(masks, progress)`` is all a schedule calls: ``progress`` runs from 0 at the
-first epoch of the pruner's policy to 1 at its last, which only the gradual pruner uses.
-The pattern ``'*'`` stands for every weight tensor with two or more dimensions (conv and
-linear weights, not biases or BatchNorm), as Distiller's default entry does.
+:mod:`torchslim.core.names`; ``'*'`` alone means every conv and linear weight) and sets their
+masks in a :class:`~torchslim.pruning.Masks` object. ``prune(masks, progress)`` is all a
+schedule calls; where a pruner takes a sparsity it also takes a
+:mod:`~torchslim.pruning.schedules` strategy, evaluated at ``progress`` (0 at the first epoch of
+the pruner's policy, 1 at its last). ``as_step()`` makes the schedule step that runs it.
 
 Example::
 
     >>> import torch
-    >>> from torchslim.pruning import AGPPruner, Masks
+    >>> from torchslim.pruning import AGPPruner, Masks, MagnitudePruner
+    >>> from torchslim.pruning.schedules import Linear
     >>> model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
     >>> masks = Masks(model)
     >>> agp = AGPPruner(["0.weight"], initial_sparsity=0.1, final_sparsity=0.8)
@@ -18,41 +19,28 @@ Example::
     [0.1, 0.713, 0.8]
     >>> agp.prune(masks, progress=1.0)
     {'0.weight': 0.8}
+    >>> MagnitudePruner(["1.weight"], Linear(0.0, 0.5)).prune(masks, progress=0.5)
+    {'1.weight': 0.25}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..core.names import match_parameters
+from ..core.errors import UserError
+from ..core.names import resolve_patterns, resolve_values
 from .masks import Masks
 from .methods import (
     LevelMethod,
     RandomMethod,
     SensitivityMethod,
     ThresholdMethod,
-    check_sparsity,
     global_magnitude_masks,
 )
-
-
-def _resolve(model: nn.Module, pattern: str) -> list[str]:
-    if pattern == "*":
-        return [n for n, p in model.named_parameters() if p.dim() > 1]
-    return match_parameters(model, [pattern])
-
-
-def resolve_values(model: nn.Module, values: Mapping[str, float]) -> dict[str, float]:
-    """Per-parameter values from ``{pattern: value}``; an exact or later pattern wins over
-    ``'*'``."""
-    resolved: dict[str, float] = {}
-    for pattern in sorted(values, key=lambda p: p != "*"):
-        for name in _resolve(model, pattern):
-            resolved[name] = values[pattern]
-    return resolved
+from .schedules import AGP, SparsitySchedule, as_schedule
 
 
 def _current(masks: Masks, name: str) -> torch.Tensor:
@@ -72,16 +60,19 @@ class Pruner:
     def resolve(self, model: nn.Module) -> list[str]:
         """The parameter names of ``model`` this pruner acts on (a UserError if one matches
         nothing)."""
-        names: list[str] = []
-        for pattern in self.weights:
-            names += [n for n in _resolve(model, pattern) if n not in names]
-        return names
+        return resolve_patterns(model, self.weights)
 
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         """Set the masks of this pruner's weights; return each one's sparsity."""
         raise NotImplementedError
 
-    def _set_each(self, masks: Masks, method_for) -> dict[str, float]:
+    def as_step(self, steps_per_epoch: int = 1):
+        """The schedule step that runs this pruner (see :class:`~torchslim.pruning.PruneStep`)."""
+        from .steps import PruneStep
+
+        return PruneStep(self, steps_per_epoch=steps_per_epoch)
+
+    def _set_each(self, masks: Masks, method_for: Callable[[str], object]) -> dict[str, float]:
         done = {}
         for name in self.resolve(masks.model):
             masks.set(name, method_for(name).compute_mask(_current(masks, name)))
@@ -89,17 +80,72 @@ class Pruner:
         return done
 
 
-class LevelPruner(Pruner):
-    """Prune each weight to its own sparsity level: ``LevelPruner({"conv*.weight": 0.5})``
-    (Distiller's ``SparsityLevelParameterPruner`` / ``LevelParameterPruner``)."""
+class MagnitudePruner(Pruner):
+    """Prune the smallest magnitudes to ``sparsity`` (a number or a schedule), per tensor
+    (``scope="layer"``) or ranking all the weights together (``scope="global"``)."""
 
-    def __init__(self, levels: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        weights: Sequence[str],
+        sparsity: float | SparsitySchedule,
+        scope: str = "layer",
+    ) -> None:
+        super().__init__(weights)
+        self.schedule = as_schedule(sparsity)
+        if scope not in ("layer", "global"):
+            raise UserError(f"scope must be 'layer' or 'global', got {scope!r}")
+        self.scope = scope
+
+    def target(self, progress: float) -> float:
+        """The sparsity at ``progress`` (0 = first policy epoch, 1 = last)."""
+        return self.schedule(progress)
+
+    def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
+        sparsity = self.target(progress)
+        if self.scope == "global":
+            return _prune_globally(masks, self.resolve(masks.model), sparsity)
+        return self._set_each(masks, lambda name: LevelMethod(sparsity))
+
+
+class AGPPruner(MagnitudePruner):
+    """Automated Gradual Pruning (Zhu & Gupta 2017; Distiller's ``AutomatedGradualPruner``): a
+    :class:`MagnitudePruner` on the :class:`~torchslim.pruning.schedules.AGP` schedule, whose
+    sparsity rises from ``initial_sparsity`` at progress 0 to ``final_sparsity`` at progress 1
+    as ``s_f + (s_i - s_f) * (1 - progress) ** 3``."""
+
+    def __init__(
+        self,
+        weights: Sequence[str],
+        initial_sparsity: float,
+        final_sparsity: float,
+        scope: str = "layer",
+    ) -> None:
+        super().__init__(weights, AGP(initial_sparsity, final_sparsity), scope)
+        self.initial_sparsity, self.final_sparsity = initial_sparsity, final_sparsity
+
+
+class GlobalMagnitudePruner(MagnitudePruner):
+    """Prune the ``sparsity`` fraction of smallest magnitudes over all the weights together."""
+
+    def __init__(self, weights: Sequence[str], sparsity: float | SparsitySchedule) -> None:
+        super().__init__(weights, sparsity, scope="global")
+
+    @property
+    def sparsity(self) -> float:
+        return self.schedule.final
+
+
+class LevelPruner(Pruner):
+    """Prune each weight to its own level: ``LevelPruner({"conv*.weight": 0.5})`` (Distiller's
+    ``SparsityLevelParameterPruner`` / ``LevelParameterPruner``); a level may be a schedule."""
+
+    def __init__(self, levels: Mapping[str, float | SparsitySchedule]) -> None:
         super().__init__(list(levels))
-        self.levels = {k: check_sparsity(v) for k, v in levels.items()}
+        self.levels = {k: as_schedule(v) for k, v in levels.items()}
 
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         levels = resolve_values(masks.model, self.levels)
-        return self._set_each(masks, lambda name: LevelMethod(levels[name]))
+        return self._set_each(masks, lambda name: LevelMethod(levels[name](progress)))
 
 
 class ThresholdPruner(Pruner):
@@ -128,27 +174,24 @@ class SensitivityPruner(Pruner):
 
 
 class RandomPruner(Pruner):
-    """Prune a random ``sparsity`` fraction of each weight (a baseline), seeded."""
+    """Prune a random ``sparsity`` fraction (a number or a schedule) of each weight (a
+    baseline), seeded."""
 
-    def __init__(self, weights: Sequence[str], sparsity: float, seed: int = 0) -> None:
+    def __init__(
+        self, weights: Sequence[str], sparsity: float | SparsitySchedule, seed: int = 0
+    ) -> None:
         super().__init__(weights)
-        self.sparsity = check_sparsity(sparsity)
+        self.schedule = as_schedule(sparsity)
         self.seed = seed
+
+    @property
+    def sparsity(self) -> float:
+        return self.schedule.final
 
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         generator = torch.Generator().manual_seed(self.seed)
-        return self._set_each(masks, lambda name: RandomMethod(self.sparsity, generator))
-
-
-class GlobalMagnitudePruner(Pruner):
-    """Prune the ``sparsity`` fraction of smallest magnitudes over all the weights together."""
-
-    def __init__(self, weights: Sequence[str], sparsity: float) -> None:
-        super().__init__(weights)
-        self.sparsity = check_sparsity(sparsity)
-
-    def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
-        return _prune_globally(masks, self.resolve(masks.model), self.sparsity)
+        level = self.schedule(progress)
+        return self._set_each(masks, lambda name: RandomMethod(level, generator))
 
 
 def _prune_globally(masks: Masks, names: list[str], sparsity: float) -> dict[str, float]:
@@ -156,44 +199,3 @@ def _prune_globally(masks: Masks, names: list[str], sparsity: float) -> dict[str
     for name, mask in new.items():
         masks.set(name, mask)
     return {name: round(masks.sparsity(name), 6) for name in names}
-
-
-class AGPPruner(Pruner):
-    """Automated Gradual Pruning (Zhu & Gupta 2017; Distiller's ``AutomatedGradualPruner``).
-
-    The target sparsity rises from ``initial_sparsity`` at progress 0 to ``final_sparsity`` at
-    progress 1 as ``s_f + (s_i - s_f) * (1 - progress) ** 3``; each call prunes by magnitude to
-    the target, per tensor (``scope="layer"``) or ranking all the weights together
-    (``scope="global"``).
-    """
-
-    def __init__(
-        self,
-        weights: Sequence[str],
-        initial_sparsity: float,
-        final_sparsity: float,
-        scope: str = "layer",
-    ) -> None:
-        super().__init__(weights)
-        self.initial_sparsity = check_sparsity(initial_sparsity)
-        self.final_sparsity = check_sparsity(final_sparsity)
-        if self.final_sparsity < self.initial_sparsity:
-            raise ValueError(
-                f"final_sparsity ({final_sparsity}) must be >= initial_sparsity "
-                f"({initial_sparsity})"
-            )
-        if scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-        self.scope = scope
-
-    def target(self, progress: float) -> float:
-        """The sparsity at ``progress`` (0 = first policy epoch, 1 = last)."""
-        progress = min(max(progress, 0.0), 1.0)
-        span = self.initial_sparsity - self.final_sparsity
-        return self.final_sparsity + span * (1.0 - progress) ** 3
-
-    def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
-        sparsity = self.target(progress)
-        if self.scope == "global":
-            return _prune_globally(masks, self.resolve(masks.model), sparsity)
-        return self._set_each(masks, lambda name: LevelMethod(sparsity))

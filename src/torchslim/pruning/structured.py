@@ -52,7 +52,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import nn
@@ -141,6 +140,12 @@ class StructuredPruner(ABC):
                 _lowest(v, removal_count(self.sparsity, len(v), self.round_to)) for v in scores
             ]
         return {group.name: chosen for group, chosen in zip(groups, removed, strict=True)}
+
+    def as_step(self):
+        """The schedule step that runs this pruner on every group it can rank."""
+        from .steps import StructuredPruneStep
+
+        return StructuredPruneStep(self)
 
     def compute_mask(
         self, graph: DependencyGraph, layers: Iterable[str] | None = None
@@ -299,39 +304,3 @@ class RandomChannelPruner(StructuredPruner):
 
     def channel_scores(self, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
         return torch.rand(len(group.channels), generator=self._generator)
-
-
-class BNGammaL1Regularizer:
-    """Network slimming's sparsity penalty: ``strength * sum |gamma|`` over all BatchNorms.
-
-    Add :meth:`penalty` to the loss before ``backward()``; it reads the current gammas each call,
-    so it keeps working after thinning.
-
-    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
-    >>> BNGammaL1Regularizer(model, 0.5).penalty().item()
-    1.0
-    """
-
-    def __init__(self, model: nn.Module, strength: float) -> None:
-        if strength < 0:
-            raise UserError(f"the BatchNorm L1 strength must be >= 0, got {strength}")
-        if not self._gammas(model):
-            raise UserError("the model has no BatchNorm with a learnable scale to regularise")
-        self.model = model
-        self.strength = strength
-
-    @staticmethod
-    def _gammas(model: nn.Module) -> list[torch.Tensor]:
-        return [
-            m.weight for m in model.modules() if isinstance(m, _BatchNorm) and m.weight is not None
-        ]
-
-    kind = "regularizer"
-
-    def penalty(self) -> torch.Tensor:
-        """The loss term ``strength * sum |gamma|``."""
-        return self.strength * sum(gamma.abs().sum() for gamma in self._gammas(self.model))
-
-    def before_backward_pass(self, ctx: Any, loss: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The compression scheduler's hook: the penalty as a loss term."""
-        return self.penalty()

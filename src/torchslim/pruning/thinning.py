@@ -9,7 +9,8 @@ shortcuts. Such channels contribute nothing, so the outputs do not change. An op
 :class:`~torchslim.pruning.masks.Masks` object given to :func:`thin` follow the new tensors
 (momentum and masks sliced alike), so training goes on.
 
-The returned :data:`ThinningRecord` is a plain dict of JSON types. Saved next to the weights,
+The returned :data:`ThinningRecord` is a plain dict of JSON types, an edit of kind
+``"thinning"`` (see :mod:`torchslim.core.edits`). Saved next to the weights (``meta["edits"]``),
 it lets a fresh process rebuild the thinned architecture with :func:`apply_thinning` before
 ``load_state_dict``, with no pickled code. Thinning again later gives another record; apply the
 records in the order they were made.
@@ -28,6 +29,8 @@ Example::
     >>> record = thin(model, x)
     >>> model.classifier.in_features, bool((model(x) - before).abs().max() < 1e-5)
     (32, True)
+    >>> record["kind"], sorted(record["layers"])[:2]
+    ('thinning', ['classifier', 'features.0.0'])
     >>> fresh = apply_thinning(create_model("demo_cnn"), json.loads(json.dumps(record)))
     >>> fresh.load_state_dict(model.state_dict())
     <All keys matched successfully>
@@ -42,20 +45,24 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..core.edits import register_edit
 from ..core.errors import UserError
 from ..models.cifar_resnet import ChannelPadShortcut
 from .graph import Axis, DependencyGraph, axis_size, axis_tensors, build_graph, is_depthwise
 from .masks import Masks
+
+RECORD_VERSION = 2
 
 #: (dim, kept indices) cuts applied to one tensor, in order.
 Cuts = list[tuple[int, torch.Tensor]]
 
 
 #: What :func:`thin` changed, as a plain dict (JSON types only, so it can be saved anywhere and
-#: loaded with ``weights_only=True``): layer name -> ``{"type", "sizes", "kept"}``. ``sizes`` maps
-#: each changed axis (``"out"``, ``"in"``) to its size before thinning, ``kept`` to the indices
-#: kept on it; a shortcut's entry also shows its new ``channel_index``.
-ThinningRecord = dict[str, dict[str, Any]]
+#: loaded with ``weights_only=True``): ``{"kind": "thinning", "version": 2, "layers": ...}``
+#: where ``layers`` maps a layer name to ``{"type", "sizes", "kept"}``. ``sizes`` maps each
+#: changed axis (``"out"``, ``"in"``) to its size before thinning, ``kept`` to the indices kept on
+#: it; a shortcut's entry also shows its new ``channel_index``.
+ThinningRecord = dict[str, Any]
 
 
 def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
@@ -69,13 +76,13 @@ def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
     return removable
 
 
-def _plan(graph: DependencyGraph) -> ThinningRecord:
+def _plan(graph: DependencyGraph) -> dict[str, dict[str, Any]]:
     removed: dict[Axis, set[int]] = {}
     for name, indices in removable_channels(graph).items():
         for index in indices:
             for axis, positions in graph.group(name).channels[index].items():
                 removed.setdefault(axis, set()).update(positions)
-    record: ThinningRecord = {}
+    record: dict[str, dict[str, Any]] = {}
     for axis, gone in removed.items():
         kept = [position for position in range(axis.size) if position not in gone]
         if not kept:
@@ -189,15 +196,15 @@ def thin(
     """
     if masks is not None and masks.model is not model:
         raise UserError("the masks given to thin() belong to another model")
-    record = _plan(build_graph(model, example_input))
+    layers = _plan(build_graph(model, example_input))
     replaced = {}
-    for name, entry in record.items():
+    for name, entry in layers.items():
         replaced.update(_shrink(model, name, entry))
     if optimizer is not None:
         _update_optimizer(optimizer, replaced)
     if masks is not None:
         _update_masks(masks, replaced)
-    return record
+    return {"kind": "thinning", "version": RECORD_VERSION, "layers": layers}
 
 
 def _check_entry(model: nn.Module, name: str, entry: Mapping[str, Any]) -> None:
@@ -223,10 +230,17 @@ def _check_entry(model: nn.Module, name: str, entry: Mapping[str, Any]) -> None:
             )
 
 
+@register_edit("thinning")
 def apply_thinning(model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
     """Reshape a freshly created ``model`` as ``record`` says (then load the thinned weights)."""
-    for name, entry in record.items():
+    if record.get("version") != RECORD_VERSION:
+        raise UserError(
+            f"thinning record version {record.get('version')} is not supported (this torchslim "
+            f"writes version {RECORD_VERSION}): compress the model again with this version"
+        )
+    layers = record["layers"]
+    for name, entry in layers.items():
         _check_entry(model, name, entry)
-    for name, entry in record.items():
+    for name, entry in layers.items():
         _shrink(model, name, dict(entry))
     return model

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
-from ..pruning.pruners import resolve_values
+from ..core.names import resolve_values
 from ..schedule import CompressionScheduler, LRSchedule
 from .schema import POLICY_KINDS, Instance, Recipe
 

@@ -39,9 +39,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from ..core.config import ClassSpec, Number
 from ..core.errors import did_you_mean
 from ..schedule import Policy
-from .classes import ClassSpec, Number, class_names, find_class, section_of
+from .classes import class_names, find_class, section_of
 from .source import Path_, RecipeSource
 
 SECTIONS = ("pruners", "quantizers", "regularizers", "lr_schedulers", "extensions")

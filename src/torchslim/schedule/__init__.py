@@ -1,4 +1,7 @@
-"""Compression schedules: policies (when) and the scheduler that runs methods from the hooks.
+"""Compression schedules: policies (when) and the scheduler that runs steps from the hooks.
+
+The step protocol itself lives in :mod:`torchslim.core.steps`; method packages provide the
+steps (e.g. :class:`torchslim.pruning.PruneStep`).
 
 Example::
 
@@ -7,18 +10,17 @@ Example::
     'epochs [0, 5]'
 """
 
+from ..core.steps import Step, StepContext
+from .lr import LRSchedule
 from .policy import Policy
-from .scheduler import CompressionScheduler, LossWithComponents, ScheduleContext
-from .steps import LRSchedule, PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
+from .scheduler import CompressionScheduler, LossWithComponents, ScheduledStep
 
 __all__ = [
     "CompressionScheduler",
     "LRSchedule",
     "LossWithComponents",
-    "PlannedPruneStep",
     "Policy",
-    "PruneStep",
-    "ScheduleContext",
-    "StructuredPruneStep",
-    "ThinningStep",
+    "ScheduledStep",
+    "Step",
+    "StepContext",
 ]

@@ -1,13 +1,13 @@
-"""The compression scheduler: runs pruners, regularizers, LR schedules and extensions on the
-epochs their policies name, from the training loop's hooks.
+"""The compression scheduler: runs steps on the epochs their policies name, from the training
+loop's hooks.
 
-It is a :class:`~torchslim.train.Callback`: give it to the :class:`~torchslim.train.Trainer`, or
-call its hooks from your own loop. Methods are plain objects; the scheduler only decides when
-they act. Pruning masks live in ``scheduler.masks`` and are re-applied after every optimizer
-step, so pruned weights stay zero. ``state_dict()`` holds the masks, which policies fired, and
-each method's own state and the thinning records (a fresh model is reshaped on load), so a
-resumed run continues the schedule exactly. ``log`` lists, per
-epoch, the policies that fired and what they did to each layer.
+It is a :class:`~torchslim.train.Callback`: give it to the :class:`~torchslim.train.Trainer`,
+or call its hooks from your own loop. It knows steps (:mod:`torchslim.core.steps`), not
+methods: a pruner, a regularizer, an LR schedule or a quantizer is scheduled the same way, and
+what a step shares with others (the pruning masks) is a *service* the scheduler keeps, calls
+after every optimizer step and saves. ``state_dict()`` holds which policies fired, each step's
+and service's state and the architecture edits (replayed on a fresh model first), so a resumed
+run continues exactly. ``log`` lists, per epoch, the steps that fired and what they did.
 
 Example (a hand-written loop)::
 
@@ -28,7 +28,7 @@ Example (a hand-written loop)::
     ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
     ...     scheduler.on_minibatch_end(epoch, 0, 1, optimizer=optimizer)
     ...     scheduler.on_epoch_end(epoch, optimizer=optimizer)
-    >>> scheduler.masks.sparsity("0.weight")
+    >>> scheduler.services["masks"].sparsity("0.weight")
     0.8
     >>> [entry["fired"] for entry in scheduler.log][:2]
     [['agp', 'lr'], ['agp', 'lr']]
@@ -42,33 +42,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..core.edits import apply_edits
 from ..core.errors import UserError
-from ..pruning import Masks, Pruner
-from ..pruning.structured import StructuredPruner
-from ..pruning.thinning import apply_thinning
+from ..core.steps import Services, Step, StepContext, as_step
 from ..train.callbacks import Callback
 from .policy import Policy
-from .steps import PruneStep, StructuredPruneStep
-
-
-@dataclass
-class ScheduleContext:
-    """What a scheduled method sees when it acts.
-
-    ``example_input`` is one batch the model accepts (structured pruning traces the model with
-    it); ``thinning`` is the scheduler's list of thinning records, in the order they happened;
-    ``next_progress`` is the policy's progress at its next firing epoch (1.0 after the last), for
-    methods that also act between epochs.
-    """
-
-    model: nn.Module
-    masks: Masks
-    optimizer: torch.optim.Optimizer | None
-    epoch: int
-    progress: float
-    example_input: torch.Tensor | None = None
-    thinning: list[dict[str, Any]] = field(default_factory=list)
-    next_progress: float = 1.0
 
 
 class LossWithComponents(NamedTuple):
@@ -79,63 +57,63 @@ class LossWithComponents(NamedTuple):
 
 
 @dataclass
-class _Entry:
+class ScheduledStep:
+    """A step, its policy and the epochs it fired on."""
+
     name: str
-    method: Any
+    step: Step
     policy: Policy
     fired: list[int] = field(default_factory=list)
 
-    @property
-    def kind(self) -> str:
-        return getattr(self.method, "kind", type(self.method).__name__)
-
 
 class CompressionScheduler(Callback):
-    """Runs scheduled compression methods from the training hooks (see the module docstring)."""
+    """Runs scheduled steps from the training hooks (see the module docstring).
 
-    def __init__(
-        self,
-        model: nn.Module,
-        masks: Masks | None = None,
-        example_input: torch.Tensor | None = None,
-    ) -> None:
+    ``example_input`` is one batch the model accepts, for steps that trace the model.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None:
         self.model = model
-        self.masks = masks if masks is not None else Masks(model)
         self.example_input = example_input
-        self.thinning: list[dict[str, Any]] = []
-        self.entries: list[_Entry] = []
+        self.services = Services()
+        self.edits: list[dict[str, Any]] = []
+        self.entries: list[ScheduledStep] = []
         self.log: list[dict[str, Any]] = []
         self.last_loss_components: dict[str, float] = {}
 
-    def add(self, method: Any, policy: Policy, name: str | None = None) -> None:
-        """Schedule ``method``: a pruner (element-wise or structured), a regularizer, an
-        :class:`~torchslim.schedule.steps.LRSchedule`, a thinning step or any step object."""
-        if isinstance(method, Pruner):
-            method = PruneStep(method)
-        elif isinstance(method, StructuredPruner):
-            method = StructuredPruneStep(method)
-        name = name or f"{type(method).__name__.lower()}_{len(self.entries)}"
+    def add(self, step: Any, policy: Policy, name: str | None = None) -> None:
+        """Schedule ``step`` (a :class:`~torchslim.core.steps.Step`, or a method object with
+        ``as_step()``, such as a pruner or a regularizer) to act on ``policy``'s epochs."""
+        step = as_step(step)
+        name = name or f"{type(step).__name__.lower()}_{len(self.entries)}"
         if any(entry.name == name for entry in self.entries):
-            raise ValueError(f"a method named '{name}' is already scheduled")
-        self.entries.append(_Entry(name, method, policy))
+            raise ValueError(f"a step named '{name}' is already scheduled")
+        entry = ScheduledStep(name, step, policy)
+        step.attach(self._context(entry, policy.first, None))
+        self.entries.append(entry)
 
     # -- hooks ---------------------------------------------------------------------------------
-    def _context(self, entry: _Entry, epoch: int, optimizer) -> ScheduleContext:
+    def _context(self, entry: ScheduledStep, epoch: int, optimizer) -> StepContext:
         upcoming = entry.policy.next_after(epoch)
-        return ScheduleContext(
-            self.model, self.masks, optimizer, epoch, entry.policy.progress(epoch),
-            self.example_input, self.thinning,
-            entry.policy.progress(upcoming) if upcoming is not None else 1.0,
+        return StepContext(
+            model=self.model,
+            optimizer=optimizer,
+            epoch=epoch,
+            progress=entry.policy.progress(epoch),
+            next_progress=entry.policy.progress(upcoming) if upcoming is not None else 1.0,
+            example_input=self.example_input,
+            services=self.services,
+            edits=self.edits,
         )
 
+    def _firing(self, epoch: int) -> list[ScheduledStep]:
+        return [entry for entry in self.entries if entry.policy.fires(epoch)]
+
     def _run(self, hook: str, epoch: int, optimizer) -> dict[str, dict[str, Any]]:
-        done = {}
-        for entry in self.entries:
-            method = getattr(entry.method, hook, None)
-            if method is None or not entry.policy.fires(epoch):
-                continue
-            done[entry.name] = method(self._context(entry, epoch, optimizer)) or {}
-        return done
+        return {
+            entry.name: getattr(entry.step, hook)(self._context(entry, epoch, optimizer)) or {}
+            for entry in self._firing(epoch)
+        }
 
     def _log_entry(self, epoch: int) -> dict[str, Any]:
         if not self.log or self.log[-1]["epoch"] != epoch:
@@ -150,22 +128,22 @@ class CompressionScheduler(Callback):
                     entry_log["fired"].append(entry.name)
                     if epoch not in entry.fired:
                         entry.fired.append(epoch)
-                entry_log["actions"].setdefault(entry.name, {"kind": entry.kind})
+                entry_log["actions"].setdefault(entry.name, {"kind": entry.step.kind})
                 entry_log["actions"][entry.name].update(done[entry.name])
 
     def on_epoch_begin(self, epoch: int, optimizer=None, **kwargs: Any) -> None:
-        """Run the methods whose policies fire on ``epoch`` (pruners set their new masks)."""
+        """Run the steps whose policies fire on ``epoch`` (pruners set their new masks)."""
         self._record(epoch, self._run("on_epoch_begin", epoch, optimizer))
 
     def on_minibatch_begin(
         self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, optimizer=None,
         **kwargs: Any,
     ) -> None:
-        """Let methods that act within an epoch (gradual pruning in several steps) act."""
-        for entry in self.entries:
-            method = getattr(entry.method, "on_minibatch_begin", None)
-            if method is not None and entry.policy.fires(epoch):
-                method(self._context(entry, epoch, optimizer), minibatch_id, minibatches_per_epoch)
+        """Let steps that act within an epoch (gradual pruning in several steps) act."""
+        for entry in self._firing(epoch):
+            entry.step.on_minibatch_begin(
+                self._context(entry, epoch, optimizer), minibatch_id, minibatches_per_epoch
+            )
 
     def before_backward_pass(
         self,
@@ -175,15 +153,14 @@ class CompressionScheduler(Callback):
         loss: torch.Tensor,
         optimizer=None,
         return_loss_components: bool = False,
-        **kwargs: Any,
+        **batch: Any,
     ) -> torch.Tensor | LossWithComponents:
-        """``loss`` plus the terms of the regularizers (and other loss terms) active now."""
+        """``loss`` plus the terms the active steps add (regularizers, distillation)."""
         components: dict[str, torch.Tensor] = {}
-        for entry in self.entries:
-            method = getattr(entry.method, "before_backward_pass", None)
-            if method is None or not entry.policy.fires(epoch):
-                continue
-            term = method(self._context(entry, epoch, optimizer), loss, **kwargs)
+        for entry in self._firing(epoch):
+            term = entry.step.before_backward_pass(
+                self._context(entry, epoch, optimizer), loss, **batch
+            )
             if term is not None:
                 components[entry.name] = term
         overall = loss + sum(components.values()) if components else loss
@@ -193,48 +170,68 @@ class CompressionScheduler(Callback):
         return overall
 
     def on_minibatch_end(
-        self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, **kwargs: Any
+        self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, optimizer=None,
+        **kwargs: Any,
     ) -> None:
-        """Re-apply every mask after the optimizer step."""
-        self.masks.apply()
+        """After the optimizer step: the firing steps, then every service (masks re-applied)."""
+        for entry in self._firing(epoch):
+            entry.step.on_minibatch_end(
+                self._context(entry, epoch, optimizer), minibatch_id, minibatches_per_epoch
+            )
+        for service in self.services.values():
+            if hasattr(service, "on_minibatch_end"):
+                service.on_minibatch_end()
 
     def on_epoch_end(self, epoch: int, optimizer=None, **kwargs: Any) -> None:
-        """Run end-of-epoch actions (LR schedules step) and log the layers' sparsity."""
+        """Run end-of-epoch actions (LR schedules step) and log what the services report."""
         self._record(epoch, self._run("on_epoch_end", epoch, optimizer))
         entry_log = self._log_entry(epoch)
-        entry_log["sparsity"] = self.masks.sparsities()
+        for service in self.services.values():
+            if hasattr(service, "epoch_log"):
+                entry_log.update(service.epoch_log())
         if self.last_loss_components:
             entry_log["loss_components"] = dict(self.last_loss_components)
+
+    def finish(self) -> None:
+        """Training is over: let every service clean up (the masks drop their hooks)."""
+        for service in self.services.values():
+            if hasattr(service, "finish"):
+                service.finish()
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "masks": self.masks.state_dict(),
             "fired": {entry.name: list(entry.fired) for entry in self.entries},
-            "methods": {
-                entry.name: entry.method.state_dict()
-                for entry in self.entries
-                if hasattr(entry.method, "state_dict")
+            "steps": {entry.name: entry.step.state_dict() for entry in self.entries},
+            "services": {
+                name: service.state_dict()
+                for name, service in self.services.items()
+                if hasattr(service, "state_dict")
             },
             "log": self.log,
-            "thinning": self.thinning,
+            "edits": self.edits,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         names = [entry.name for entry in self.entries]
         if sorted(state["fired"]) != sorted(names):
             raise UserError(
-                f"the checkpoint's schedule has methods {sorted(state['fired'])}, this one "
+                f"the checkpoint's schedule has steps {sorted(state['fired'])}, this one "
                 f"{sorted(names)}: resume with the same recipe or use a new --out directory"
             )
-        for record in state.get("thinning", [])[len(self.thinning):]:
-            apply_thinning(self.model, record)  # a fresh model takes the thinned shapes first
-            self.thinning.append(record)
+        new_edits = state.get("edits", [])[len(self.edits):]
+        apply_edits(self.model, new_edits)  # a fresh model takes the edited shapes first
+        self.edits.extend(new_edits)
         for entry in self.entries:
             entry.fired = list(state["fired"][entry.name])
-            if entry.name in state["methods"]:
-                entry.method.load_state_dict(state["methods"][entry.name])
-        self.masks.load_state_dict(state["masks"])
+            entry.step.load_state_dict(state["steps"].get(entry.name, {}))
+        for name, service_state in state.get("services", {}).items():
+            if name not in self.services:
+                raise UserError(
+                    f"the checkpoint's schedule has a '{name}' service this schedule lacks: "
+                    "resume with the same recipe"
+                )
+            self.services[name].load_state_dict(service_state)
         self.log = list(state["log"])
 
     # -- reporting -----------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Classification training with compression hooks, atomic per-epoch checkpoints and resume.
+"""Training with compression hooks, atomic per-epoch checkpoints and resume.
+
+The loss is any ``loss_fn(outputs, targets, batch)`` (cross entropy by default) and the per-epoch
+evaluation any list of :mod:`~torchslim.train.metrics` (top-1/top-5 and the loss by default), so
+distillation, regularisers and tasks other than classification need no trainer edits. Training
+runs on ``TrainConfig.device`` (CUDA when available), with float16 mixed precision on CUDA.
 
 Example::
 
@@ -15,13 +20,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import random
+import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.fileio import atomic_torch_save, atomic_write_text
-from .evaluation import evaluate
+from .metrics import MeanLoss, Metric, TopK
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
@@ -46,11 +53,29 @@ HOOKS = (
     "on_minibatch_end",
     "on_epoch_end",
 )
+#: The values of ``TrainConfig.device`` (and ``cuda:N`` for the N-th GPU).
+DEVICES = ("auto", "cpu", "cuda")
+
+#: ``loss_fn(outputs, targets, batch)`` -> the scalar loss; ``batch`` is ``(inputs, targets)``.
+LossFn = Callable[[Any, Any, tuple], torch.Tensor]
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides how a model is trained (saved with every checkpoint)."""
+    """Everything that decides how a model is trained (saved with every checkpoint).
+
+    ``device`` is ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"``. ``amp`` turns float16 mixed precision (autocast and loss scaling) on or off;
+    None means on exactly when the device is CUDA. ``label_smoothing`` applies to the default
+    cross-entropy loss.
+
+    Example::
+
+        >>> TrainConfig(device="cpu", amp=True).validate()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchslim.core.errors.UserError: mixed precision needs a CUDA device; the device is cpu...
+    """
 
     epochs: int = 1
     optimizer: str = "sgd"
@@ -65,6 +90,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     channels_last: bool = True
+    device: str = "auto"
+    amp: bool | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserError` for values that cannot work."""
@@ -80,6 +107,59 @@ class TrainConfig:
             raise UserError("the multistep schedule needs milestones, e.g. --milestones 30 60")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.amp not in (None, True, False):
+            raise UserError(f"amp must be True, False or None (on with CUDA), got {self.amp!r}")
+        self.resolve_amp(resolve_device(self.device))
+
+    def resolve_amp(self, device: torch.device) -> bool:
+        """Whether training on ``device`` uses mixed precision (:class:`UserError` if it cannot).
+
+        Example::
+
+            >>> TrainConfig().resolve_amp(torch.device("cpu"))
+            False
+        """
+        if self.amp is None:
+            return device.type == "cuda"
+        if self.amp and device.type != "cuda":
+            raise UserError(
+                f"mixed precision needs a CUDA device; the device is {device}: turn amp off "
+                "(--no-amp), or train on a GPU (--device cuda)"
+            )
+        return bool(self.amp)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` stands for on this machine.
+
+    ``"auto"`` is CUDA when ``torch.cuda.is_available()``, else the CPU; asking for CUDA on a
+    machine without it is a :class:`UserError`.
+
+    Example::
+
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    text = name.strip().lower() if isinstance(name, str) else None
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text is None or not re.fullmatch(r"cuda(:\d+)?", text):
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        why = ("this torch build has no CUDA support" if torch.version.cuda is None
+               else "no CUDA GPU is visible")
+        raise UserError(
+            f"device {name!r} needs CUDA, but {why} (torch {torch.__version__}): use --device cpu "
+            "or --device auto"
+        )
+    device = torch.device(text)
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"device {name!r} does not exist: this machine has {count} CUDA "
+                        f"device(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -116,13 +196,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    # Resume maps every tensor to the training device; RNG states must be CPU byte tensors.
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(_as_tuple(state["python"]))
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def _as_tuple(value):
@@ -159,13 +246,28 @@ class _MetricsLog:
 
 
 class Trainer:
-    """Train a classifier, calling every callback's hooks, checkpointing after each epoch.
+    """Train a model, calling every callback's hooks, checkpointing after each epoch.
 
-    ``train_batches`` and ``eval_batches`` are any iterables of ``(inputs, labels)``; one with a
+    ``train_batches`` and ``eval_batches`` are any iterables of ``(inputs, targets)``; one with a
     ``set_epoch(epoch)`` method (such as :class:`torchslim.data.BatchLoader`) is told the epoch,
     which makes shuffling repeatable after a resume. With ``out_dir``, the trainer writes
-    ``checkpoint.pt`` (model, optimizer, LR scheduler, epoch, RNG and callback states) after every
-    epoch, ``metrics.csv``, and ``model.pt`` (the final state_dict) at the end.
+    ``checkpoint.pt`` (model, optimizer, LR scheduler, loss scaler, epoch, RNG and callback
+    states) after every epoch, ``metrics.csv``, and ``model.pt`` (the final state_dict) at the end.
+
+    ``loss_fn(outputs, targets, batch)`` returns the scalar loss, ``batch`` being the
+    ``(inputs, targets)`` pair on the training device; default: cross entropy with
+    ``config.label_smoothing``. After every epoch each of ``metrics`` (see
+    :mod:`torchslim.train.metrics`) runs over ``eval_batches`` and its numbers go into the
+    history row as ``val_<name>``; default: :class:`MeanLoss` (cross entropy) and
+    :class:`TopK` (1, 5), i.e. ``val_loss``, ``val_top1``, ``val_top5``. ``num_classes`` is only
+    used by those default metrics, to check the model's head against the data. The row also
+    holds ``train_loss``, and ``train_top1`` when the outputs are class scores ``(N, C)`` for
+    integer labels ``(N,)``.
+
+    :meth:`fit` moves the model and every batch to ``config.device`` and, when it is done, moves
+    the model back to the device it was on (so evaluation and benchmarks on the CPU work as
+    before). On CUDA, forward pass and loss run under float16 autocast with a
+    ``torch.amp.GradScaler`` unless ``config.amp`` is False.
     """
 
     def __init__(
@@ -180,6 +282,8 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         progress: bool = True,
         model_meta: dict[str, Any] | None = None,
+        loss_fn: LossFn | None = None,
+        metrics: Sequence[Metric] | None = None,
     ) -> None:
         config.validate()
         self.model = model
@@ -191,10 +295,25 @@ class Trainer:
         self.progress = progress
         self.model_meta = dict(model_meta or {})
         self.num_classes = num_classes
+        self.loss_fn: LossFn = loss_fn if loss_fn is not None else self._cross_entropy
+        if metrics is None:
+            metrics = [MeanLoss(), TopK((1, 5), num_classes=num_classes)]
+        self.metrics = list(metrics)
+        for metric in self.metrics:
+            if not all(callable(getattr(metric, m, None)) for m in ("reset", "update", "compute")):
+                raise UserError(f"metrics must be Metric objects (reset, update, compute), got "
+                                f"{type(metric).__name__}")
+        self.device = resolve_device(config.device)
+        self.amp = config.resolve_amp(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self._home_device = _module_device(model)
         self.optimizer = make_optimizer(model, config)
         self.lr_scheduler = make_lr_scheduler(self.optimizer, config)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
+
+    def _cross_entropy(self, outputs: torch.Tensor, targets: torch.Tensor, batch: tuple):
+        return F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
 
     # -- hooks -------------------------------------------------------------------------------
     def _call(self, hook: str, *args: Any, **kwargs: Any) -> list[Any]:
@@ -204,6 +323,22 @@ class Trainer:
             if method is not None:
                 results.append(method(*args, optimizer=self.optimizer, **kwargs))
         return results
+
+    # -- devices -----------------------------------------------------------------------------
+    def _to_device(self, value: Any) -> Any:
+        """Tensors (also inside tuples, lists and dicts) on the training device."""
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, non_blocking=True)
+        if isinstance(value, tuple | list):
+            return type(value)(self._to_device(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._to_device(v) for k, v in value.items()}
+        return value
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -219,7 +354,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
-            "rng": _rng_state(),
+            "scaler": self.scaler.state_dict(),  # {} unless mixed precision is on
+            "rng": _rng_state(self.device),
             "callbacks": [
                 cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in self.callbacks
             ],
@@ -235,7 +371,8 @@ class Trainer:
         if path is None or not path.is_file():
             where = path if path is not None else "(no output directory)"
             raise UserError(f"cannot resume: no checkpoint at {where}; run without --resume first")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # A checkpoint written on a GPU resumes on the CPU, and the other way round.
+        state = torch.load(path, map_location=self.device, weights_only=True)
         if not isinstance(state, dict) or state.get("format") != "torchslim.train.checkpoint/1":
             raise UserError(f"'{path}' is not a torchslim training checkpoint")
         if len(state["callbacks"]) != len(self.callbacks):
@@ -244,6 +381,7 @@ class Trainer:
                 f"callbacks but this run has {len(self.callbacks)}: resume with the same "
                 "schedule, or use a new --out directory"
             )
+        self.model.to(self.device)
         # Callbacks first: a compression schedule may reshape the model (thinning) before its
         # weights load; the optimizer is rebuilt over the parameters the model has now.
         for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
@@ -260,7 +398,10 @@ class Trainer:
         self.lr_scheduler = make_lr_scheduler(self.optimizer, self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        _set_rng_state(state["rng"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            # Without saved scaler state (a run without mixed precision), a fresh scale.
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], self.device)
         self.history = list(state["history"])
         self.start_epoch = state["epoch"] + 1
         return self.start_epoch
@@ -269,14 +410,17 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, optimizer = self.model, self.optimizer
         model.train()
+        # Again every epoch: thinning between epochs builds new, contiguous weights.
+        model.to(self.device)
         if self.config.channels_last:
-            # Again every epoch: thinning between epochs builds new, contiguous weights.
             model.to(memory_format=torch.channels_last)
         if hasattr(self.train_batches, "set_epoch"):
             self.train_batches.set_epoch(epoch)
         total = len(self.train_batches) if hasattr(self.train_batches, "__len__") else None
         steps = total if total is not None else -1
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen, classified = 0, True
         bar = tqdm(
             self.train_batches,
             total=total,
@@ -286,11 +430,17 @@ class Trainer:
             mininterval=0.1 if sys.stderr.isatty() else 10.0,  # few updates in log files
         )
         for step, (inputs, targets) in enumerate(bar):
-            if self.config.channels_last and inputs.dim() == 4:
+            inputs, targets = self._to_device(inputs), self._to_device(targets)
+            if self.config.channels_last and _is_tensor(inputs, dim=4):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
+            batch = (inputs, targets)
             self._call("on_minibatch_begin", epoch, step, steps)
-            outputs = model(inputs)
-            loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
+            with self._autocast():
+                outputs = model(inputs)
+                loss = self.loss_fn(outputs, targets, batch)
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                raise UserError(f"loss_fn must return the loss as a scalar tensor, got "
+                                f"{_describe(loss)}")
             for adjusted in self._call(
                 "before_backward_pass", epoch, step, steps, loss,
                 inputs=inputs, outputs=outputs, targets=targets,
@@ -298,22 +448,63 @@ class Trainer:
                 if adjusted is not None:
                     loss = adjusted
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            # A disabled scaler (no mixed precision) passes the loss and the step straight on.
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
             self._call("on_minibatch_end", epoch, step, steps)
-            batch = targets.numel()
-            loss_sum += loss.item() * batch
-            correct += (outputs.detach().argmax(1) == targets).sum().item()
-            seen += batch
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}", refresh=False
-            )
+            count = _batch_size(inputs, targets)
+            loss_sum += loss.detach().double() * count
+            classified = classified and _is_classification(outputs, targets)
+            if classified:
+                correct += (outputs.detach().argmax(1) == targets).sum()
+            seen += count
+            if self.progress:
+                shown = {"loss": f"{loss_sum.item() / seen:.4f}"}
+                if classified:
+                    shown["acc"] = f"{100.0 * correct.item() / seen:.2f}"
+                bar.set_postfix(shown, refresh=False)
         if seen == 0:
             raise UserError("the training data yielded no batches: is the train split empty?")
-        return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen}
+        row = {"train_loss": loss_sum.item() / seen}
+        if classified:
+            row["train_top1"] = 100.0 * correct.item() / seen
+        return row
+
+    def evaluate_metrics(self) -> dict[str, float]:
+        """Run :attr:`metrics` over ``eval_batches``: ``{"val_<name>": value}``."""
+        if self.eval_batches is None:
+            raise UserError("the Trainer has no eval_batches to evaluate on")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        for metric in self.metrics:
+            metric.reset()
+        batches = 0
+        try:
+            with torch.inference_mode(), self._autocast():
+                for inputs, targets in self.eval_batches:
+                    inputs, targets = self._to_device(inputs), self._to_device(targets)
+                    outputs = model(inputs)
+                    for metric in self.metrics:
+                        metric.update(outputs, targets)
+                    batches += 1
+        finally:
+            model.train(was_training)
+        if batches == 0:
+            raise UserError("the evaluation data yielded no batches: is the eval split empty?")
+        values: dict[str, float] = {}
+        for metric in self.metrics:
+            for name, value in metric.compute().items():
+                if name in values:
+                    raise UserError(f"two metrics report '{name}': give one another name "
+                                    "(e.g. MeanLoss(loss_fn, name='mse'))")
+                values[name] = float(value)
+        return {f"val_{name}": value for name, value in values.items()}
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` (or from the checkpoint when ``resume``) to the last epoch."""
+        self.model.to(self.device)
         if resume:
             self.resume()
         else:
@@ -324,9 +515,8 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self._call("on_epoch_begin", epoch)
             row: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_epoch(epoch)}
-            if self.eval_batches is not None:
-                result = evaluate(self.model, self.eval_batches, self._num_classes())
-                row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
+            if self.eval_batches is not None and self.metrics:
+                row.update(self.evaluate_metrics())
             self.lr_scheduler.step()
             row["seconds"] = round(time.perf_counter() - started, 3)
             self._call("on_epoch_end", epoch, metrics=row)
@@ -338,6 +528,7 @@ class Trainer:
                     f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float)
                 )
                 tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: {shown}")
+        self.model.to(self._home_device)
         if self.out_dir is not None:
             atomic_torch_save(
                 {"state_dict": self.model.state_dict(), "meta": self.model_meta},
@@ -345,10 +536,34 @@ class Trainer:
             )
         return self.history
 
-    def _num_classes(self) -> int:
-        if self.num_classes is None:
-            last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-            if not last:
-                raise UserError("pass num_classes to the Trainer: the model has no Linear head")
-            self.num_classes = last[-1].out_features
-        return self.num_classes
+
+def _module_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (or buffer) lives; the CPU for an empty model."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _is_tensor(value: Any, dim: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == dim
+
+
+def _is_classification(outputs: Any, targets: Any) -> bool:
+    """Class scores ``(N, C)`` for integer labels ``(N,)``."""
+    return (
+        _is_tensor(outputs, 2) and _is_tensor(targets, 1)
+        and not targets.is_floating_point() and len(outputs) == len(targets)
+    )
+
+
+def _batch_size(inputs: Any, targets: Any) -> int:
+    for value in (targets, inputs):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.shape[0]
+    return len(targets)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__

@@ -1,0 +1,246 @@
+"""The recipe classes of the pruning package: Distiller's names and torchslim's own, each with a
+strict argument model and a builder, registered with
+:func:`torchslim.core.config.register_recipe_class`.
+
+======================  ===========================================================================
+section                 classes
+======================  ===========================================================================
+pruners, element-wise   ``AutomatedGradualPruner``/``AGPPruner``, ``LevelParameterPruner``/
+                        ``SparsityLevelParameterPruner``/``LevelPruner``, ``SensitivityPruner``,
+                        ``MagnitudeParameterPruner``/``ThresholdPruner``, ``GlobalMagnitudePruner``,
+                        ``RandomPruner``
+pruners, structured     ``L1RankedStructureParameterPruner``, ``BernoulliFilterPruner``,
+                        ``FilterPruner``, ``ChannelPruner``, ``BNGammaPruner``, ``TargetMACsPruner``
+regularizers            ``L1Regularizer``, ``BNGammaL1Regularizer``
+extensions              ``FilterRemover``, ``ChannelRemover``, ``Thinning``
+======================  ===========================================================================
+
+Example::
+
+    >>> from torchslim.core.config import find_recipe_class
+    >>> import torchslim.pruning.recipes
+    >>> spec = find_recipe_class("pruners", "AutomatedGradualPruner")
+    >>> args = spec.args(initial_sparsity=0.05, final_sparsity=0.5, weights=["conv1.weight"])
+    >>> args.final_sparsity
+    0.5
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from torch import nn
+
+from ..core.config import (
+    Args,
+    NoArgs,
+    NonNegative,
+    Number,
+    Seed,
+    Sparsity,
+    WeightList,
+    WeightName,
+    list_to_tuple,
+    register_recipe_class,
+)
+from ..core.names import resolve_values
+from .pruners import (
+    AGPPruner,
+    GlobalMagnitudePruner,
+    LevelPruner,
+    RandomPruner,
+    SensitivityPruner,
+    ThresholdPruner,
+)
+from .regularizers import BNGammaL1Regularizer, L1Regularizer
+from .sensitivity import SensitivityResult
+from .steps import PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
+from .structured import BNGammaPruner, ChannelNormPruner, FilterNormPruner, RandomChannelPruner
+
+
+class AGPArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    initial_sparsity: Sparsity
+    final_sparsity: Sparsity
+    weights: WeightList
+    scope: Literal["layer", "global"] = "layer"
+    steps_per_epoch: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+    @field_validator("final_sparsity")
+    @classmethod
+    def _not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial_sparsity")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
+        return value
+
+
+class LevelArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("levels",)
+    levels: Annotated[dict[WeightName, Sparsity], Field(min_length=1)]
+
+
+class SensitivityArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("sensitivities",)
+    sensitivities: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
+
+
+class ThresholdArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("thresholds",)
+    thresholds: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
+
+
+class SparsityArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    weights: WeightList
+    sparsity: Sparsity
+
+
+class RandomArgs(SparsityArgs):
+    seed: Seed = 0
+
+
+class L1RegularizerArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
+    threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
+
+
+StructureKind = Literal["3D", "Filters", "Channels"]
+Regime = Annotated[tuple[Sparsity, StructureKind], BeforeValidator(list_to_tuple)]
+
+
+class RankedStructureArgs(Args):
+    """Distiller's ``reg_regims: {weight: [ratio, '3D' | 'Channels']}``."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, Regime], Field(min_length=1)]
+
+
+class BernoulliArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    desired_sparsity: Sparsity
+    weights: WeightList
+    group_type: Literal["Filters", "Channels"] = "Filters"
+    seed: Seed = 0
+
+
+class ChannelRankArgs(Args):
+    """torchslim's structured pruners: ``weights`` picks layers (default: all)."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    sparsity: Sparsity
+    weights: WeightList | None = None
+    norm: Literal[1, 2] = 1
+    global_ranking: bool = False
+    round_to: Annotated[int, Field(ge=1, le=1024)] = 1
+
+
+class BNGammaArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    sparsity: Sparsity
+    weights: WeightList | None = None
+    global_ranking: bool = False
+
+
+class TargetMACsArgs(Args):
+    """``sensitivity``: a JSON from ``torchslim sensitivity --granularity group``."""
+
+    sensitivity: str
+    target_macs: Annotated[Number, Field(gt=0.0, lt=1.0)]
+    norm: Literal[1, 2] = 1
+
+
+class StrengthArgs(Args):
+    strength: NonNegative
+
+
+def _agp(a: AGPArgs, model: nn.Module) -> PruneStep:
+    pruner = AGPPruner(a.weights, a.initial_sparsity, a.final_sparsity, a.scope)
+    return PruneStep(pruner, steps_per_epoch=a.steps_per_epoch)
+
+
+def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
+    """Module names of the weights ``patterns`` select (None = every layer)."""
+    if patterns is None:
+        return None
+    names = resolve_values(model, dict.fromkeys(patterns, 0.0))
+    return list(dict.fromkeys(name.rpartition(".")[0] for name in names))
+
+
+def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
+    regimes = []
+    for pattern, (ratio, kind) in a.reg_regims.items():
+        layers = _layers(model, [pattern])
+        regimes.append((layers, FilterNormPruner(ratio, norm=1), False) if kind != "Channels"
+                       else (layers, ChannelNormPruner(ratio, norm=1), True))
+    return StructuredPruneStep(regimes=regimes)
+
+
+def _bernoulli(a: BernoulliArgs, model: nn.Module) -> StructuredPruneStep:
+    pruner = RandomChannelPruner(a.desired_sparsity, seed=a.seed)
+    return StructuredPruneStep(
+        regimes=[(_layers(model, a.weights), pruner, a.group_type == "Channels")]
+    )
+
+
+def _norm_ranked(cls, inputs: bool):
+    def build(a: ChannelRankArgs, model: nn.Module) -> StructuredPruneStep:
+        pruner = cls(
+            a.sparsity, norm=a.norm, global_ranking=a.global_ranking, round_to=a.round_to
+        )
+        layers = _layers(model, a.weights)
+        return StructuredPruneStep(regimes=[(layers, pruner, inputs and layers is not None)])
+
+    return build
+
+
+def _target_macs(a: TargetMACsArgs, model: nn.Module) -> PlannedPruneStep:
+    rows = SensitivityResult.from_json(a.sensitivity).rows
+    return PlannedPruneStep(rows, a.target_macs, norm=a.norm)
+
+
+def _bn_gamma(a: BNGammaArgs, model: nn.Module) -> StructuredPruneStep:
+    pruner = BNGammaPruner(a.sparsity, global_ranking=a.global_ranking)
+    return StructuredPruneStep(regimes=[(_layers(model, a.weights), pruner, False)])
+
+
+def _register() -> None:
+    pruners = [
+        # (names: Distiller's first, then torchslim's), arguments, builder
+        (("AutomatedGradualPruner", "AGPPruner"), AGPArgs, _agp),
+        (("LevelParameterPruner", "SparsityLevelParameterPruner", "LevelPruner"), LevelArgs,
+         lambda a, model: LevelPruner(a.levels)),
+        (("SensitivityPruner",), SensitivityArgs,
+         lambda a, model: SensitivityPruner(a.sensitivities)),
+        (("MagnitudeParameterPruner", "ThresholdPruner"), ThresholdArgs,
+         lambda a, model: ThresholdPruner(a.thresholds)),
+        (("GlobalMagnitudePruner",), SparsityArgs,
+         lambda a, model: GlobalMagnitudePruner(a.weights, a.sparsity)),
+        (("RandomPruner",), RandomArgs,
+         lambda a, model: RandomPruner(a.weights, a.sparsity, a.seed)),
+        (("L1RankedStructureParameterPruner",), RankedStructureArgs, _ranked),
+        (("BernoulliFilterPruner",), BernoulliArgs, _bernoulli),
+        (("FilterPruner",), ChannelRankArgs, _norm_ranked(FilterNormPruner, False)),
+        (("ChannelPruner",), ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
+        (("BNGammaPruner",), BNGammaArgs, _bn_gamma),
+        (("TargetMACsPruner",), TargetMACsArgs, _target_macs),
+    ]
+    for names, args, build in pruners:
+        register_recipe_class("pruners", names, args, build)
+    register_recipe_class(
+        "regularizers", ["L1Regularizer"], L1RegularizerArgs,
+        lambda a, model: L1Regularizer(a.reg_regims), ignored_keys=("threshold_criteria",),
+    )
+    register_recipe_class(
+        "regularizers", ["BNGammaL1Regularizer"], StrengthArgs,
+        lambda a, model: BNGammaL1Regularizer(model, a.strength),
+    )
+    register_recipe_class(
+        "extensions", ["FilterRemover", "ChannelRemover", "Thinning"], NoArgs,
+        lambda a, model: ThinningStep(), ignored_keys=("thinning_func_str", "arch", "dataset"),
+    )
+
+
+_register()
