@@ -31,11 +31,11 @@ from torch.nn.utils import prune as torch_prune
 from torchslim.analysis import summarize
 from torchslim.core.fileio import atomic_write_text
 from torchslim.data import BatchLoader, load_dataset, load_digits
+from torchslim.graph import build_graph
 from torchslim.models import create_model, load_weights
 from torchslim.pipelines.common import machine_meta
 from torchslim.pipelines.demo import run_demo
 from torchslim.pruning import GlobalMagnitudePruner, Masks
-from torchslim.pruning.graph import build_graph
 from torchslim.pruning.recalibration import recalibrate_batchnorm
 from torchslim.pruning.structured import FilterNormPruner
 from torchslim.pruning.thinning import thin

@@ -9,10 +9,10 @@ import torch
 
 from torchslim.analysis import summarize
 from torchslim.core.errors import UserError
+from torchslim.graph import build_graph
 from torchslim.models import create_model
 from torchslim.pruning import Masks
 from torchslim.pruning.allocation import allocate_ratios, layer_macs, plan_macs, prune_by_plan
-from torchslim.pruning.graph import build_graph
 from torchslim.pruning.sensitivity import SensitivityRow, sensitivity_analysis
 from torchslim.pruning.thinning import thin
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.core.errors import UserError
+from torchslim.graph import build_graph
 from torchslim.models import create_model
-from torchslim.pruning.graph import Axis, build_graph
 from torchslim.pruning.masks import Masks
 from torchslim.pruning.regularizers import BNGammaL1Regularizer
 from torchslim.pruning.structured import (
@@ -219,7 +219,7 @@ def test_coupled_members_are_normalised_per_layer_then_averaged():
     set_filter_norms(model.b, [4, 1, 1, 2])  # divided by its mean: 2 .5 .5 1
     graph = build_graph(model, torch.zeros(1, 1, 2, 2))
     assert [g.name for g in graph.groups if g.prunable] == ["a"]
-    scores = FilterNormPruner(0.5).channel_scores(graph, graph.group("a"))
+    scores = FilterNormPruner(0.5).importance.scores(graph, graph.group("a"))
     assert torch.allclose(scores, torch.tensor([1.2, 0.65, 0.85, 1.3]))
     assert FilterNormPruner(0.5).select(graph) == {"a": [1, 2]}
     assert FilterNormPruner(0.5, normalize=False).select(graph) == {"a": [0, 1]}
@@ -291,134 +291,15 @@ def test_bn_gamma_l1_regularizer_penalises_gammas():
         BNGammaL1Regularizer(create_model("lenet5"), 1e-4)
 
 
-# -- the dependency graph ------------------------------------------------------------------------
-def test_graph_of_demo_cnn():
-    graph = build_graph(create_model("demo_cnn"), torch.zeros(1, 1, 8, 8))
-    prunable = {g.name: (len(g.channels), g.modules) for g in graph.groups if g.prunable}
-    assert prunable == {
-        "features.0.0": (32, ["features.0.0", "features.0.1", "features.1.0"]),
-        "features.1.0": (64, ["features.1.0", "features.1.1", "features.3.0"]),
-        "features.3.0": (64, ["features.3.0", "features.3.1", "classifier"]),
-    }
-    assert graph.unprunable() == {"features.0.0:in": "model input", "classifier": "model output"}
-
-
-def test_graph_maps_a_channel_to_its_block_of_linear_features_after_flatten():
-    graph = build_graph(create_model("lenet5"), torch.zeros(1, 1, 28, 28))
-    group = graph.group("conv2")
-    assert len(group.channels) == 16 and group.modules == ["conv2", "fc1"]
-    assert group.channels[3][Axis("fc1", "in", 400)] == tuple(range(75, 100))
-    assert [g.name for g in graph.groups if g.prunable] == ["conv1", "conv2", "fc1", "fc2"]
-
-
-def test_graph_of_resnet20_couples_residual_stream_through_padding_shortcuts():
-    graph = build_graph(create_model("cifar_resnet20"), torch.zeros(1, 3, 32, 32))
-    sizes = {g.name: len(g.channels) for g in graph.groups if g.prunable}
-    assert sizes["conv1"] == 16 and sizes["layer2.0.conv2"] == 16 and sizes["layer3.0.conv2"] == 32
-    assert sum(1 for name in sizes if name.endswith(".conv1") and name != "conv1") == 9
-    stream = graph.group("conv1")
-    channel = stream.channels[5]  # stage-1 channel 5 is channel 8+5 of stage 2, 16+8+5 of stage 3
-    assert channel[Axis("layer1.2.bn2", "out", 16)] == (5,)
-    assert channel[Axis("layer2.0.shortcut", "in", 16)] == (5,)
-    assert channel[Axis("layer2.0.shortcut", "out", 32)] == (13,)
-    assert channel[Axis("layer2.2.conv2", "out", 32)] == (13,)
-    assert channel[Axis("layer3.2.conv1", "in", 64)] == (29,)
-    assert channel[Axis("linear", "in", 64)] == (29,)
-    padded = graph.group("layer2.0.conv2")  # stage 2's own channels: the shortcut's zero padding
-    positions = sorted(c[Axis("layer2.0.shortcut", "out", 32)][0] for c in padded.channels)
-    assert positions == [*range(8), *range(24, 32)]
-    assert Axis("layer2.0.shortcut", "in", 16) not in padded.axes
-
-
-def test_graph_places_concatenated_channels_at_offsets():
-    graph = build_graph(CatNet(), torch.zeros(1, 3, 8, 8))
-    c_in = Axis("c", "in", 10)
-    assert [ch[c_in] for ch in graph.group("a").channels] == [(i,) for i in range(6)]
-    assert [ch[c_in] for ch in graph.group("b").channels] == [(6 + i,) for i in range(4)]
-    assert graph.group("c").channels[1][Axis("fc", "in", 128)] == tuple(range(16, 32))
-
-
-def test_graph_couples_depthwise_inputs_and_outputs():
-    graph = build_graph(DepthwiseNet(), torch.zeros(1, 3, 8, 8))
-    group = graph.group("pw1")
-    assert group.modules == ["pw1", "bn1", "dw", "bn2", "pw2"]
-    assert group.channels[2][Axis("dw", "out", 16)] == (4, 5)
-    assert group.channels[2][Axis("pw2", "in", 16)] == (4, 5)
-
-
-def test_unknown_op_makes_its_layers_unprunable_without_crashing():
+# -- what the graph cannot follow --------------------------------------------------------------
+def test_pruners_refuse_groups_the_graph_cannot_follow_and_skip_them_by_default():
     graph = build_graph(RollNet(), torch.zeros(1, 3, 8, 8))
     assert [g.name for g in graph.groups if g.prunable] == ["conv2"]
-    reasons = graph.unprunable()
-    assert "roll()" in reasons["conv1"] and "node 'roll'" in reasons["conv1"]
     assert "conv1: 8 channels over conv1; NOT prunable: function roll()" in graph.prunable_report()
     with pytest.raises(UserError, match=r"cannot prune these layers: 'conv1': function roll\(\)"):
         FilterNormPruner(0.5).select(graph, ["conv1", "conv2"])
     assert list(FilterNormPruner(0.5).select(graph)) == ["conv2"]
-
-
-class HardCodedView(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 4 * 4, 2)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).view(-1, 64))
-
-
-class ChannelShuffle(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 1)
-        self.conv2 = nn.Conv2d(4, 4, 1, groups=2)
-        self.conv3 = nn.Conv2d(4, 2, 1)
-
-    def forward(self, x):
-        x = self.conv1(x)
-        n, c, h, w = x.shape
-        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
-        return self.conv3(self.conv2(x)).flatten(1)
-
-
-class Fold(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 1)
-        self.conv2 = nn.Conv2d(2, 2, 1)
-
-    def forward(self, x):
-        x = self.conv1(x)
-        n, c, h, w = x.shape
-        return self.conv2(x.reshape(n, c // 2, 2 * h, w)).flatten(1)
-
-
-@pytest.mark.parametrize(
-    ("model", "layer", "message"),
-    [
-        (HardCodedView(), "conv", "hard-codes 64 features"),
-        (ChannelShuffle(), "conv1", "hard-codes 2 features"),
-        (Fold(), "conv1", "mixes channels"),
-        (ChannelShuffle(), "conv2", "grouped convolution"),
-        (create_model("cifar_resnet20"), "linear", "model output"),
-    ],
-)
-def test_layers_the_graph_cannot_handle_are_refused_with_the_reason(model, layer, message):
-    graph = build_graph(model, torch.zeros(1, *((3, 32, 32) if layer == "linear" else (1, 4, 4))))
-    with pytest.raises(UserError, match=f"cannot prune these layers: '{layer}'.*{message}"):
-        FilterNormPruner(0.5).apply(graph, Masks(model), [layer])
-
-
-def test_untraceable_model_and_wrong_input_are_user_errors():
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 1)
-
-        def forward(self, x):
-            return self.conv(x) if x.sum() > 0 else x
-
-    with pytest.raises(UserError, match="cannot trace Branchy with torch.fx"):
-        build_graph(Branchy(), torch.ones(1, 1, 2, 2))
-    with pytest.raises(UserError, match="does not run on an example input of shape"):
-        build_graph(create_model("lenet5"), torch.zeros(1, 3, 28, 28))
+    resnet = create_model("cifar_resnet20")
+    graph = build_graph(resnet, torch.zeros(1, 3, 32, 32))
+    with pytest.raises(UserError, match="cannot prune these layers: 'linear'.*model output"):
+        FilterNormPruner(0.5).apply(graph, Masks(resnet), ["linear"])

@@ -9,9 +9,8 @@ from torch import nn
 from tests.pruning.test_structured import CatNet, DepthwiseNet, RollNet
 from torchslim.analysis import summarize
 from torchslim.core.errors import UserError
+from torchslim.graph import build_graph
 from torchslim.models import create_model
-from torchslim.models.cifar_resnet import ChannelPadShortcut
-from torchslim.pruning.graph import build_graph
 from torchslim.pruning.masks import Masks
 from torchslim.pruning.structured import BNGammaPruner, FilterNormPruner, RandomChannelPruner
 from torchslim.pruning.thinning import apply_thinning, removable_channels, thin
@@ -72,8 +71,9 @@ def test_half_of_every_resnet20_group_leaves_a_quarter_of_the_macs():
     assert model.conv1.out_channels == 8 and model.layer1[0].conv1.out_channels == 8
     assert model.layer2[0].conv2.out_channels == 16 and model.layer3[2].bn2.num_features == 32
     assert model.linear.in_features == 32
-    assert model.layer2[0].shortcut.out_channels == 16
-    assert len(model.layer2[0].shortcut.channel_index) == 8
+    shortcut = model.layer2[0].shortcut  # its F.pad, rewritten: 8 carried of 16 channels
+    assert type(shortcut).__name__ == "ChannelPadShortcut" and "channel_pad" in shortcut.code
+    assert shortcut(torch.ones(1, 8, 4, 4)).shape == (1, 16, 2, 2)
     assert summarize(model, (3, 32, 32)).macs == 10_248_512  # 40,551,040 unpruned
 
 
@@ -92,17 +92,16 @@ def test_thinned_resnet_reloads_in_a_fresh_model_from_json_record(name, tmp_path
     fresh = apply_thinning(create_model(name), json.loads((tmp_path / "thin.json").read_text()))
     fresh.load_state_dict(torch.load(tmp_path / "thin.pt", weights_only=True))
     assert torch.equal(fresh.eval()(x), expected)
-    shortcut = fresh.layer3[0].shortcut
-    assert shortcut.channel_index == record["layers"]["layer3.0.shortcut"]["channel_index"]
-    assert not any("channel_index" in key for key in fresh.state_dict())
+    assert set(record["rewrites"]) <= {"layer2.0.shortcut", "layer3.0.shortcut"}
+    assert set(fresh.state_dict()) == set(model.state_dict())
 
 
 def test_unthinned_resnet_keeps_its_state_dict_keys_and_shortcut_behaviour():
     model = create_model("cifar_resnet20")
     assert not any("shortcut" in key for key in model.state_dict())
     x = torch.randn(1, 16, 4, 4)
-    explicit = ChannelPadShortcut(16, 32, 2, channel_index=range(8, 24))
-    assert torch.equal(explicit(x), model.layer2[0].shortcut(x))
+    padded = torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    assert torch.equal(padded, model.layer2[0].shortcut(x))
 
 
 def test_thinning_twice_gives_records_to_apply_in_order():

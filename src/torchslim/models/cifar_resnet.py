@@ -14,8 +14,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,45 +22,25 @@ from torch import nn
 class ChannelPadShortcut(nn.Module):
     """Option-A shortcut: subsample by ``stride`` and zero-pad channels, half before, half after.
 
-    It has no parameters, which is exactly what breaks channel-pruning tools that only follow
-    parameterised layers; keeping it a named module makes it visible in traced graphs.
-    ``channel_index`` (a plain attribute, not in the ``state_dict``) optionally names the output
-    channel of each input channel instead, as left by thinning:
+    It has no parameters, which is what breaks channel-pruning tools that only follow
+    parameterised layers; torchslim's channel graph recognises its traced ``F.pad`` like any
+    other (a user's ``LambdaLayer`` around ``F.pad`` is handled the same way):
 
-    >>> shortcut = ChannelPadShortcut(2, 4, 1, channel_index=[0, 3])
+    >>> shortcut = ChannelPadShortcut(2, 4, 1)
     >>> shortcut(torch.ones(1, 2, 1, 1)).flatten().tolist(), shortcut.state_dict()
-    ([1.0, 0.0, 0.0, 1.0], OrderedDict())
+    ([0.0, 1.0, 1.0, 0.0], OrderedDict())
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int,
-        channel_index: Sequence[int] | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         extra = out_channels - in_channels
         self.stride = stride
         self.pad_before = extra // 2
         self.pad_after = extra - extra // 2
-        self.out_channels = out_channels
-        self.channel_index = None if channel_index is None else [int(i) for i in channel_index]
-        if self.channel_index is not None and len(self.channel_index) != in_channels:
-            raise ValueError(f"channel_index needs {in_channels} entries, got {channel_index}")
-
-    def input_positions(self) -> list[int]:
-        """The output channel that carries each input channel."""
-        if self.channel_index is not None:
-            return list(self.channel_index)
-        return list(range(self.pad_before, self.out_channels - self.pad_after))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        if self.channel_index is None:
-            return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
-        out = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
-        return out.index_copy(1, torch.tensor(self.channel_index, device=x.device), x)
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
 
 
 class BasicBlock(nn.Module):

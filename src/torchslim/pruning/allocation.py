@@ -13,7 +13,7 @@ Example::
     >>> from torchslim.pruning.sensitivity import sensitivity_analysis
     >>> from torchslim.models import create_model
     >>> from torchslim.pruning.allocation import allocate_ratios, layer_macs, plan_macs
-    >>> from torchslim.pruning.graph import build_graph
+    >>> from torchslim.graph import build_graph
     >>> model, x = create_model("demo_cnn"), torch.zeros(1, 1, 8, 8)
     >>> score = lambda m: {"top1": 100.0 * float((m.features[3][0].weight != 0).float().mean())}
     >>> curves = sensitivity_analysis(model, score, [0.25, 0.5, 0.75], granularities=["group"],
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..analysis.summary import summarize
 from ..core.errors import UserError
-from .graph import DependencyGraph
+from ..graph import DependencyGraph
 from .masks import Masks
 from .structured import FilterNormPruner, removal_count
 

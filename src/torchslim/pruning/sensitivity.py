@@ -38,7 +38,7 @@ from tqdm import tqdm
 from ..core.errors import UserError
 from ..core.fileio import atomic_write_text
 from ..core.names import match_parameters
-from .graph import build_graph
+from ..graph import build_graph
 from .methods import LevelMethod, pruned_count
 from .structured import FilterNormPruner, removal_count
 
@@ -191,7 +191,7 @@ def sensitivity_analysis(
     """Prune each weight alone at each level, ``evaluate(model)`` (a dict with ``top1`` and
     optionally ``top5``, ``loss``), and restore it. ``weights`` are name patterns (default: every
     conv and linear weight). Granularity ``group`` prunes each coupled channel group of the
-    traced model (see :mod:`torchslim.pruning.graph`; needs ``example_input``) by filter L1
+    traced model (see :mod:`torchslim.graph`; needs ``example_input``) by filter L1
     norm, as structured pruning and thinning will."""
     for granularity in granularities:
         if granularity not in GRANULARITIES:

@@ -29,8 +29,8 @@ import torch
 
 from ..core.errors import UserError
 from ..core.steps import Step, StepContext
+from ..graph import DependencyGraph, build_graph
 from .allocation import allocate_ratios, layer_macs, prune_by_plan
-from .graph import DependencyGraph, build_graph
 from .masks import masks_of
 from .pruners import Pruner
 from .structured import StructuredPruner
@@ -81,7 +81,9 @@ def example_input_of(ctx: StepContext) -> torch.Tensor:
 
 
 class StructuredPruneStep(Step):
-    """Zero whole channels with a structured pruner (filters, input channels, BN gamma, random).
+    """Zero whole channels with a structured pruner (filters, input channels, BN gamma, random)
+    at the sparsity its schedule gives for the policy's progress (a structured AGP when the
+    schedule is :class:`~torchslim.pruning.schedules.AGP`).
 
     ``regimes`` is a list of ``(layers, pruner, inputs)``: each pruner acts on the channel groups
     of its layers (``None`` = every group it can rank). For input-channel pruning give the
@@ -109,7 +111,7 @@ class StructuredPruneStep(Step):
         removed: dict[str, str] = {}
         for layers, pruner, inputs in self.regimes:
             groups = input_groups(graph, layers) if inputs and layers is not None else layers
-            for group, channels in pruner.apply(graph, masks, groups).items():
+            for group, channels in pruner.apply(graph, masks, groups, ctx.progress).items():
                 total = len(graph.group(group).channels)
                 removed[group] = f"{len(channels)}/{total}"
         return {"channels_pruned": removed, "sparsity": masks.sparsities()}

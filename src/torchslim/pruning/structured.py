@@ -1,7 +1,11 @@
 """Structured pruning: zero whole channels, ranked by weight norms, BatchNorm scales or at random.
 
-Each pruner ranks the channels of every :class:`~torchslim.pruning.graph.ChannelGroup` of a
-:class:`~torchslim.pruning.graph.DependencyGraph` and removes the lowest ones:
+A :class:`StructuredPruner` ranks the channels of every :class:`~torchslim.graph.ChannelGroup`
+of a :class:`~torchslim.graph.DependencyGraph` with an importance strategy
+(:mod:`~torchslim.pruning.importance`) and removes the lowest ones; its sparsity may be a
+schedule (:mod:`~torchslim.pruning.schedules`), so a structured AGP is
+``StructuredPruner(AGP(0.1, 0.5), WeightNorm())`` in a schedule. The usual combinations have
+names:
 
 ============================  ============================================================
 :class:`FilterNormPruner`     L1 or L2 norm of the filters producing the channel (Li et al.
@@ -13,10 +17,6 @@ Each pruner ranks the channels of every :class:`~torchslim.pruning.graph.Channel
                               ``BernoulliFilterPruner``, but with an exact count)
 ============================  ============================================================
 
-*Coupled channels.* The channels of a group span the same layers (e.g. every block of a
-residual stage). Each scored tensor of those layers (a member: a filter bank, a BatchNorm) gives
-per-channel norms; with ``normalize=True`` they are divided by their mean over the group, so no
-layer dominates by the scale of its weights, and a channel's score is the mean over the members.
 Channels whose parameters are already all zero score ``-inf``: they count towards the target
 first.
 
@@ -35,7 +35,7 @@ Example::
 
     >>> import torch
     >>> from torchslim.models import create_model
-    >>> from torchslim.pruning.graph import build_graph
+    >>> from torchslim.graph import build_graph
     >>> from torchslim.pruning.masks import Masks
     >>> from torchslim.pruning.structured import FilterNormPruner
     >>> model = create_model("demo_cnn")
@@ -50,17 +50,15 @@ Example::
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
 
 from ..core.errors import UserError
-from .graph import Axis, ChannelGroup, DependencyGraph
+from ..graph import ChannelGroup, DependencyGraph
+from .importance import BNScale, Importance, RandomImportance, WeightNorm
 from .masks import Masks
+from .schedules import SparsitySchedule, as_schedule
 
 
 def removal_count(sparsity: float, channels: int, round_to: int = 1) -> int:
@@ -80,19 +78,21 @@ def removal_count(sparsity: float, channels: int, round_to: int = 1) -> int:
     return removed
 
 
-def _check_sparsity(sparsity: float) -> float:
-    if not 0 <= sparsity < 1:
-        raise UserError(f"sparsity must be in [0, 1) (a fraction of channels), got {sparsity}")
-    return float(sparsity)
-
-
-class StructuredPruner(ABC):
-    """Ranks the channels of each group by :meth:`channel_scores` and removes the lowest."""
+class StructuredPruner:
+    """Removes the ``sparsity`` fraction of channels (a number or a
+    :mod:`~torchslim.pruning.schedules` schedule) that ``importance`` scores lowest, per group
+    or with one global threshold (see the module docstring)."""
 
     def __init__(
-        self, sparsity: float, *, global_ranking: bool = False, round_to: int = 1
+        self,
+        sparsity: float | SparsitySchedule,
+        importance: Importance,
+        *,
+        global_ranking: bool = False,
+        round_to: int = 1,
     ) -> None:
-        self.sparsity = _check_sparsity(sparsity)
+        self.schedule = as_schedule(sparsity)
+        self.importance = importance
         self.global_ranking = global_ranking
         if round_to < 1 or (round_to > 1 and global_ranking):
             raise UserError(
@@ -101,13 +101,14 @@ class StructuredPruner(ABC):
             )
         self.round_to = round_to
 
-    @abstractmethod
-    def can_rank(self, graph: DependencyGraph, group: ChannelGroup) -> bool:
-        """Whether ``group`` has what this pruner ranks by (e.g. a BatchNorm)."""
+    @property
+    def sparsity(self) -> float:
+        """The final fraction of channels removed."""
+        return self.schedule.final
 
-    @abstractmethod
-    def channel_scores(self, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
-        """Importance per channel of ``group`` (higher = keep)."""
+    def can_rank(self, graph: DependencyGraph, group: ChannelGroup) -> bool:
+        """Whether the importance strategy can score ``group``."""
+        return self.importance.can_rank(graph, group)
 
     def _scores(self, graph: DependencyGraph, groups: list[ChannelGroup]) -> list[torch.Tensor]:
         for group in groups:
@@ -116,15 +117,17 @@ class StructuredPruner(ABC):
                     f"{type(self).__name__} has nothing to rank group '{group.name}' by: "
                     "choose other layers or another pruner"
                 )
+        self.importance.start()
         return [
-            self.channel_scores(graph, group).masked_fill(graph.zero_channels(group), -math.inf)
+            self.importance.scores(graph, group).masked_fill(graph.zero_channels(group), -math.inf)
             for group in groups
         ]
 
     def select(
-        self, graph: DependencyGraph, layers: Iterable[str] | None = None
+        self, graph: DependencyGraph, layers: Iterable[str] | None = None, progress: float = 1.0
     ) -> dict[str, list[int]]:
-        """Group name -> indices (into ``group.channels``) of the channels to remove.
+        """Group name -> indices (into ``group.channels``) of the channels to remove at
+        ``progress`` of the schedule.
 
         ``layers`` names groups or layers (see :meth:`DependencyGraph.select`); by default every
         prunable group this pruner can rank.
@@ -133,12 +136,11 @@ class StructuredPruner(ABC):
         if layers is None:
             groups = [group for group in groups if self.can_rank(graph, group)]
         scores = self._scores(graph, groups)
+        sparsity = self.schedule(progress)
         if self.global_ranking:
-            removed = _lowest_overall(scores, self.sparsity)
+            removed = _lowest_overall(scores, sparsity)
         else:
-            removed = [
-                _lowest(v, removal_count(self.sparsity, len(v), self.round_to)) for v in scores
-            ]
+            removed = [_lowest(v, removal_count(sparsity, len(v), self.round_to)) for v in scores]
         return {group.name: chosen for group, chosen in zip(groups, removed, strict=True)}
 
     def as_step(self):
@@ -148,13 +150,17 @@ class StructuredPruner(ABC):
         return StructuredPruneStep(self)
 
     def compute_mask(
-        self, graph: DependencyGraph, layers: Iterable[str] | None = None
+        self, graph: DependencyGraph, layers: Iterable[str] | None = None, progress: float = 1.0
     ) -> dict[str, torch.Tensor]:
         """Parameter name -> keep-mask that zeroes every slice of the selected channels."""
-        return channel_masks(graph, self.select(graph, layers))
+        return channel_masks(graph, self.select(graph, layers, progress))
 
     def apply(
-        self, graph: DependencyGraph, masks: Masks, layers: Iterable[str] | None = None
+        self,
+        graph: DependencyGraph,
+        masks: Masks,
+        layers: Iterable[str] | None = None,
+        progress: float = 1.0,
     ) -> dict[str, list[int]]:
         """Prune: add the masks of :meth:`compute_mask` to ``masks`` (and zero the weights).
 
@@ -162,7 +168,7 @@ class StructuredPruner(ABC):
         """
         if masks.model is not graph.model:
             raise UserError("the masks belong to another model than the dependency graph")
-        removed = self.select(graph, layers)
+        removed = self.select(graph, layers, progress)
         for name, mask in channel_masks(graph, removed).items():
             masks.set(name, mask & masks[name] if name in masks else mask)
         return removed
@@ -209,66 +215,39 @@ def channel_masks(graph: DependencyGraph, removed: dict[str, list[int]]) -> dict
     return masks
 
 
-class _NormRankedPruner(StructuredPruner):
-    """Scores channels by the Lp norm of one tensor slice per member layer (see module docs)."""
+class FilterNormPruner(StructuredPruner):
+    """Ranks channels by the L1 (``norm=1``) or L2 norm of the filters producing them."""
 
     def __init__(
         self,
-        sparsity: float,
+        sparsity: float | SparsitySchedule,
         *,
         norm: int = 1,
         global_ranking: bool = False,
         normalize: bool = True,
         round_to: int = 1,
     ) -> None:
-        super().__init__(sparsity, global_ranking=global_ranking, round_to=round_to)
-        if norm not in (1, 2):
-            raise UserError(f"norm must be 1 (L1) or 2 (L2), got {norm}")
-        self.norm = norm
-        self.normalize = normalize
-
-    @abstractmethod
-    def scored_dim(self, module: nn.Module, axis: Axis) -> int | None:
-        """The dim of ``module.weight`` whose slices along ``axis`` are scored, or None."""
-
-    def can_rank(self, graph: DependencyGraph, group: ChannelGroup) -> bool:
-        return any(self.scored_dim(graph.module(axis), axis) is not None for axis in group.axes)
-
-    def channel_scores(self, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
-        per_member = []
-        for axis in group.axes:
-            module = graph.module(axis)
-            dim = self.scored_dim(module, axis)
-            if dim is None:
-                continue
-            weight = module.weight.detach().float().transpose(0, dim)
-            per_position = weight.reshape(axis.size, -1).abs().pow(self.norm).sum(1)
-            positions, owners = group.index_on(axis)
-            sums = torch.zeros(len(group.channels)).index_add_(0, owners, per_position[positions])
-            values = sums ** (1 / self.norm)
-            if self.normalize and values.mean() > 0:
-                values = values / values.mean()
-            per_member.append(values)
-        return torch.stack(per_member).mean(0)
+        super().__init__(sparsity, WeightNorm(norm, "out", normalize=normalize),
+                         global_ranking=global_ranking, round_to=round_to)
 
 
-class FilterNormPruner(_NormRankedPruner):
-    """Ranks channels by the L1 (``norm=1``) or L2 norm of the filters producing them."""
-
-    def scored_dim(self, module: nn.Module, axis: Axis) -> int | None:
-        is_filter = isinstance(module, nn.Linear | _ConvNd) and axis.role == "out"
-        return 0 if is_filter else None
-
-
-class ChannelNormPruner(_NormRankedPruner):
+class ChannelNormPruner(StructuredPruner):
     """Ranks channels by the L1 or L2 norm of the weight slices of the layers consuming them."""
 
-    def scored_dim(self, module: nn.Module, axis: Axis) -> int | None:
-        is_input = isinstance(module, nn.Linear | _ConvNd) and axis.role == "in"
-        return 1 if is_input else None
+    def __init__(
+        self,
+        sparsity: float | SparsitySchedule,
+        *,
+        norm: int = 1,
+        global_ranking: bool = False,
+        normalize: bool = True,
+        round_to: int = 1,
+    ) -> None:
+        super().__init__(sparsity, WeightNorm(norm, "in", normalize=normalize),
+                         global_ranking=global_ranking, round_to=round_to)
 
 
-class BNGammaPruner(_NormRankedPruner):
+class BNGammaPruner(StructuredPruner):
     """Ranks channels by ``|gamma|`` of their BatchNorm (network slimming).
 
     By default global ranking compares raw ``|gamma|`` across layers, as Liu et al. do;
@@ -276,31 +255,20 @@ class BNGammaPruner(_NormRankedPruner):
     """
 
     def __init__(
-        self, sparsity: float, *, global_ranking: bool = False, normalize: bool = False
+        self,
+        sparsity: float | SparsitySchedule,
+        *,
+        global_ranking: bool = False,
+        normalize: bool = False,
     ) -> None:
-        super().__init__(sparsity, norm=1, global_ranking=global_ranking, normalize=normalize)
-
-    def scored_dim(self, module: nn.Module, axis: Axis) -> int | None:
-        has_gamma = isinstance(module, _BatchNorm) and module.weight is not None
-        return 0 if has_gamma else None
+        super().__init__(sparsity, BNScale(normalize), global_ranking=global_ranking)
 
 
 class RandomChannelPruner(StructuredPruner):
     """Removes channels chosen uniformly at random; the same ``seed`` gives the same choice."""
 
-    def __init__(self, sparsity: float, *, seed: int = 0, global_ranking: bool = False) -> None:
-        super().__init__(sparsity, global_ranking=global_ranking)
+    def __init__(
+        self, sparsity: float | SparsitySchedule, *, seed: int = 0, global_ranking: bool = False
+    ) -> None:
+        super().__init__(sparsity, RandomImportance(seed), global_ranking=global_ranking)
         self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-
-    def select(
-        self, graph: DependencyGraph, layers: Iterable[str] | None = None
-    ) -> dict[str, list[int]]:
-        self._generator.manual_seed(self.seed)
-        return super().select(graph, layers)
-
-    def can_rank(self, graph: DependencyGraph, group: ChannelGroup) -> bool:
-        return True
-
-    def channel_scores(self, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
-        return torch.rand(len(group.channels), generator=self._generator)

@@ -1,11 +1,13 @@
 """Thinning: physically remove pruned channels, so the model really gets smaller and faster.
 
-:func:`thin` builds the :mod:`~torchslim.pruning.graph` of a model, finds every prunable channel
-whose parameters are all exactly zero (filters, biases, BatchNorm gamma and beta, the input slices
-of its consumers: what the structured pruners zero) and replaces the parameters and buffers of the
-layers it spans by smaller tensors, updating ``in_channels``, ``out_channels``, ``groups``,
-``num_features``, ``in_features``, ``out_features`` and the ``channel_index`` of option-A
-shortcuts. Such channels contribute nothing, so the outputs do not change. An optimizer and a
+:func:`thin` builds the channel graph of a model (:mod:`torchslim.graph`), finds every prunable
+channel whose parameters are all exactly zero (filters, biases, BatchNorm gamma and beta, the
+input slices of its consumers: what the structured pruners zero) and asks each layer's handler
+to keep only the other positions (tensors sliced, sizes such as ``in_channels`` updated). Pads
+and slices of the channel dimension that name removed positions (the zero-padding shortcut of a
+CIFAR ResNet, a dual-path split ``x[:, :d]``) are rewritten (:mod:`torchslim.graph.rewrite`).
+Removed channels contribute nothing, so the outputs do not change; :func:`thin` checks that on
+a copy first and refuses, with the reason, a thinning that would change them. An optimizer and a
 :class:`~torchslim.pruning.masks.Masks` object given to :func:`thin` follow the new tensors
 (momentum and masks sliced alike), so training goes on.
 
@@ -18,8 +20,8 @@ records in the order they were made.
 Example::
 
     >>> import json, torch
+    >>> from torchslim.graph import build_graph
     >>> from torchslim.models import create_model
-    >>> from torchslim.pruning.graph import build_graph
     >>> from torchslim.pruning.masks import Masks
     >>> from torchslim.pruning.structured import FilterNormPruner
     >>> from torchslim.pruning.thinning import apply_thinning, thin
@@ -38,17 +40,19 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.edits import register_edit
 from ..core.errors import UserError
-from ..models.cifar_resnet import ChannelPadShortcut
-from .graph import Axis, DependencyGraph, axis_size, axis_tensors, build_graph, is_depthwise
+from ..core.modules import eval_mode
+from ..graph import DependencyGraph, build_graph, handler_for
+from ..graph.rewrite import rewrite_owner
+from ..graph.tracer import Axis, Site
 from .masks import Masks
 
 RECORD_VERSION = 2
@@ -56,12 +60,11 @@ RECORD_VERSION = 2
 #: (dim, kept indices) cuts applied to one tensor, in order.
 Cuts = list[tuple[int, torch.Tensor]]
 
-
 #: What :func:`thin` changed, as a plain dict (JSON types only, so it can be saved anywhere and
-#: loaded with ``weights_only=True``): ``{"kind": "thinning", "version": 2, "layers": ...}``
-#: where ``layers`` maps a layer name to ``{"type", "sizes", "kept"}``. ``sizes`` maps each
-#: changed axis (``"out"``, ``"in"``) to its size before thinning, ``kept`` to the indices kept on
-#: it; a shortcut's entry also shows its new ``channel_index``.
+#: loaded with ``weights_only=True``): ``{"kind": "thinning", "version": 2, "layers": ...,
+#: "rewrites": ...}``. ``layers`` maps a layer name to ``{"type", "sizes", "kept"}`` (``sizes``:
+#: each changed axis' size before thinning, ``kept``: the positions kept on it); ``rewrites``
+#: maps a module to the pad and slice calls of its forward that were rewritten.
 ThinningRecord = dict[str, Any]
 
 
@@ -76,26 +79,71 @@ def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
     return removable
 
 
-def _plan(graph: DependencyGraph) -> dict[str, dict[str, Any]]:
+def _site_change(site: Site, gone: set[int], graph: DependencyGraph) -> dict[str, Any] | None:
+    """The new arguments of a pad or slice call, or None when its constants still hold."""
+    gone_in = [graph.root(e) in gone for e in site.inputs]
+    new_in = {}
+    for position, removed in enumerate(gone_in):
+        if not removed:
+            new_in[position] = len(new_in)
+    if site.family == "pad":
+        outputs, carried = site.outputs[0], site.parts[0]
+        gone_out = [graph.root(e) in gone for e in outputs]
+        padding = set(range(len(outputs))) - set(carried)
+        if not any(gone_out[p] for p in padding):
+            return None  # only carried channels went: the pad's constants are still right
+        kept_out = [p for p in range(len(outputs)) if not gone_out[p]]
+        new_out = {p: i for i, p in enumerate(kept_out)}
+        positions = [new_out[carried[i]] for i in range(len(site.inputs)) if not gone_in[i]]
+        return {"family": "pad", "index": site.index, "dim": site.dim, "positions": positions,
+                "size": len(kept_out), "spatial": list(site.spatial)}
+    part = site.parts[0]
+    if not any(gone_in[: max(part) + 1]):
+        return None  # nothing went before the slice's end: its bounds are still right
+    kept = [new_in[p] for p in part if not gone_in[p]]
+    if not kept:
+        raise UserError(
+            f"every channel of the slice '{site.node}' in '{site.owner}' is pruned: keep at "
+            "least one"
+        )
+    return {"family": "slice", "index": site.index, "dim": site.dim, "kept": kept,
+            "rank": site.rank}
+
+
+def plan_thinning(graph: DependencyGraph) -> tuple[ThinningRecord, bool]:
+    """The record :func:`thin` would apply, and whether its effect is exact (False when a layer
+    whose statistics run over the channels, a LayerNorm or GroupNorm, loses channels)."""
     removed: dict[Axis, set[int]] = {}
+    gone: set[int] = set()
+    exact = True
     for name, indices in removable_channels(graph).items():
+        group = graph.group(name)
+        exact = exact and not group.approximate
         for index in indices:
-            for axis, positions in graph.group(name).channels[index].items():
+            gone.add(group.roots[index])
+            for axis, positions in group.channels[index].items():
                 removed.setdefault(axis, set()).update(positions)
-    record: dict[str, dict[str, Any]] = {}
-    for axis, gone in removed.items():
-        kept = [position for position in range(axis.size) if position not in gone]
+    layers: dict[str, dict[str, Any]] = {}
+    for axis, dropped in removed.items():
+        kept = [position for position in range(axis.size) if position not in dropped]
         if not kept:
             raise UserError(
                 f"every {axis.role}put channel of '{axis.module}' is pruned: keep at least one "
                 "channel per layer (the structured pruners always do)"
             )
-        entry = record.setdefault(
+        entry = layers.setdefault(
             axis.module, {"type": type(graph.module(axis)).__name__, "sizes": {}, "kept": {}}
         )
         entry["sizes"][axis.role] = axis.size
         entry["kept"][axis.role] = kept
-    return record
+    rewrites: dict[str, list[dict[str, Any]]] = {}
+    for site in graph.sites:
+        change = _site_change(site, gone, graph) if gone else None
+        if change is not None:
+            rewrites.setdefault(site.owner, []).append(change)
+    record = {"kind": "thinning", "version": RECORD_VERSION, "layers": layers,
+              "rewrites": rewrites}
+    return record, exact
 
 
 def _cut(tensor: torch.Tensor, cuts: Cuts) -> torch.Tensor:
@@ -104,55 +152,32 @@ def _cut(tensor: torch.Tensor, cuts: Cuts) -> torch.Tensor:
     return tensor
 
 
-def _resize(module: nn.Module, sizes: dict[str, int]) -> None:
-    if isinstance(module, _BatchNorm):
-        module.num_features = sizes["out"]
-    elif isinstance(module, nn.Linear):
-        module.out_features = sizes.get("out", module.out_features)
-        module.in_features = sizes.get("in", module.in_features)
-    elif is_depthwise(module):
-        multiplier = module.out_channels // module.in_channels
-        module.out_channels = sizes["out"]
-        module.in_channels = module.groups = sizes["out"] // multiplier
-    else:
-        module.out_channels = sizes.get("out", module.out_channels)
-        module.in_channels = sizes.get("in", module.in_channels)
-
-
-def _remap_shortcut(shortcut: ChannelPadShortcut, kept: Mapping[str, list[int]]) -> list[int]:
-    positions = shortcut.input_positions()
-    kept_out = kept.get("out", range(shortcut.out_channels))
-    new_position = {old: new for new, old in enumerate(kept_out)}
-    shortcut.channel_index = [
-        new_position[positions[i]] for i in kept.get("in", range(len(positions)))
-    ]
-    shortcut.out_channels = len(kept_out)
-    return shortcut.channel_index
-
-
 def _shrink(
-    model: nn.Module, name: str, entry: dict[str, Any]
+    model: nn.Module, name: str, entry: Mapping[str, Any]
 ) -> dict[str, tuple[nn.Parameter, nn.Parameter, Cuts]]:
     """Cut one layer down to ``entry["kept"]``; returns parameter name -> (old, new, cuts)."""
     module = model.get_submodule(name)
-    if isinstance(module, ChannelPadShortcut):
-        entry["channel_index"] = _remap_shortcut(module, entry["kept"])
-        return {}
+    handler = handler_for(module)
     cuts: dict[str, Cuts] = {}
     for role, kept in entry["kept"].items():
-        for tensor_name, dim in axis_tensors(module, role):
+        for tensor_name, dim, _ in handler.tensors(module, role):
             cuts.setdefault(tensor_name, []).append((dim, torch.tensor(kept)))
-    _resize(module, {role: len(kept) for role, kept in entry["kept"].items()})
-    replaced = {}
-    for tensor_name, tensor_cuts in cuts.items():
-        old = getattr(module, tensor_name)
-        smaller = _cut(old.detach(), tensor_cuts)
-        if tensor_name in module._parameters:
-            new = nn.Parameter(smaller, requires_grad=old.requires_grad)
-            replaced[f"{name}.{tensor_name}"] = (old, new, tensor_cuts)
-            setattr(module, tensor_name, new)
-        else:
-            setattr(module, tensor_name, smaller)
+    old = {tensor_name: getattr(module, tensor_name) for tensor_name in cuts}
+    handler.resize(module, entry["kept"])
+    prefix = f"{name}." if name else ""
+    return {
+        prefix + tensor_name: (tensor, getattr(module, tensor_name), cuts[tensor_name])
+        for tensor_name, tensor in old.items()
+        if tensor_name in module._parameters
+    }
+
+
+def _apply(model: nn.Module, record: Mapping[str, Any]) -> dict[str, tuple]:
+    replaced: dict[str, tuple] = {}
+    for name, entry in record["layers"].items():
+        replaced.update(_shrink(model, name, entry))
+    for owner, changes in record.get("rewrites", {}).items():
+        rewrite_owner(model, owner, changes)
     return replaced
 
 
@@ -183,28 +208,70 @@ def _update_masks(
             masks.set(name, smaller)
 
 
+def _largest_difference(before: Any, after: Any) -> float:
+    if isinstance(before, torch.Tensor):
+        if not isinstance(after, torch.Tensor) or before.shape != after.shape:
+            return float("inf")
+        scale = 1.0 + float(before.detach().abs().max()) if before.numel() else 1.0
+        return float((before.detach() - after.detach()).abs().max()) / scale if before.numel() \
+            else 0.0
+    if isinstance(before, tuple | list) and isinstance(after, tuple | list):
+        return max((_largest_difference(b, a) for b, a in zip(before, after, strict=True)),
+                   default=0.0)
+    if isinstance(before, dict) and isinstance(after, dict):
+        return max((_largest_difference(before[k], after[k]) for k in before), default=0.0)
+    return 0.0
+
+
+def _check(model: nn.Module, record: ThinningRecord, example_input: torch.Tensor) -> None:
+    trial = copy.deepcopy(model)
+    _apply(trial, record)
+    with eval_mode(model), eval_mode(trial), torch.no_grad():
+        expected = model(example_input)
+        try:
+            got = trial(example_input)
+        except Exception as err:
+            difference, problem = float("inf"), str(err).splitlines()[0]
+        else:
+            difference, problem = _largest_difference(expected, got), ""
+    if difference > 1e-4:
+        found = f"it fails: {problem}" if problem else f"its output moves by {difference:.3g}"
+        raise UserError(
+            f"thinning would change the model ({found}): its forward computes channel counts "
+            "or positions in a way the graph cannot see (a size hard-coded in a view, slice "
+            "bounds that are not proportional); prune other layers, or write the bounds from "
+            "x.size(1)"
+        )
+
+
 def thin(
     model: nn.Module,
     example_input: torch.Tensor,
     optimizer: torch.optim.Optimizer | None = None,
     masks: Masks | None = None,
+    check: bool = True,
 ) -> ThinningRecord:
     """Remove every pruned channel of ``model`` in place (see the module docstring).
 
-    ``example_input`` is one batch the model accepts (only its shapes matter). ``optimizer`` and
-    ``masks``, when given, are updated to the new parameters.
+    ``example_input`` is one batch the model accepts. ``optimizer`` and ``masks``, when given,
+    are updated to the new parameters. With ``check`` (the default), the thinning is first tried
+    on a copy and refused if the outputs would change (skipped when a norm over the channels
+    makes the change inexact by nature).
     """
     if masks is not None and masks.model is not model:
         raise UserError("the masks given to thin() belong to another model")
-    layers = _plan(build_graph(model, example_input))
-    replaced = {}
-    for name, entry in layers.items():
-        replaced.update(_shrink(model, name, entry))
+    reference = next(iter(model.parameters()), None)
+    if reference is not None:
+        example_input = example_input.to(reference.device)
+    record, exact = plan_thinning(build_graph(model, example_input))
+    if check and exact and (record["layers"] or record["rewrites"]):
+        _check(model, record, example_input)
+    replaced = _apply(model, record)
     if optimizer is not None:
         _update_optimizer(optimizer, replaced)
     if masks is not None:
         _update_masks(masks, replaced)
-    return {"kind": "thinning", "version": RECORD_VERSION, "layers": layers}
+    return record
 
 
 def _check_entry(model: nn.Module, name: str, entry: Mapping[str, Any]) -> None:
@@ -220,8 +287,9 @@ def _check_entry(model: nn.Module, name: str, entry: Mapping[str, Any]) -> None:
             f"layer '{name}' is a {type(module).__name__}, the thinning record expects "
             f"a {entry['type']}: apply it to the model it was made for"
         )
+    handler = handler_for(module)
     for role, size in entry["sizes"].items():
-        current = axis_size(module, role)
+        current = handler.size(module, role) if handler is not None else None
         if current != size:
             raise UserError(
                 f"layer '{name}' has {current} {role}put channels, the thinning record expects "
@@ -238,9 +306,18 @@ def apply_thinning(model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
             f"thinning record version {record.get('version')} is not supported (this torchslim "
             f"writes version {RECORD_VERSION}): compress the model again with this version"
         )
-    layers = record["layers"]
-    for name, entry in layers.items():
+    for name, entry in record["layers"].items():
         _check_entry(model, name, entry)
-    for name, entry in layers.items():
-        _shrink(model, name, dict(entry))
+    for owner in record.get("rewrites", {}):
+        try:
+            model.get_submodule(owner)
+        except AttributeError:
+            raise UserError(
+                f"the thinning record rewrites '{owner}', which the model lacks: apply it to the "
+                "model it was made for"
+            ) from None
+    try:
+        _apply(model, record)
+    except ValueError as err:
+        raise UserError(f"the thinning record does not fit this model ({err})") from None
     return model
