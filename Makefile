@@ -1,4 +1,5 @@
-# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
+# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite);
+# `make lint` checks style and the one import direction (the contract in pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

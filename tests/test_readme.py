@@ -52,3 +52,15 @@ def test_readme_structured_example_thins_and_reloads(tmp_path, monkeypatch, caps
     assert "10248512" in out and "layer3.0.conv2" in out
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(namespace["fresh"].eval()(x), namespace["model"](x))
+
+
+def test_readme_register_module_example_makes_a_custom_layer_prunable(capsys):
+    from torchslim.graph.registry import MODULES
+
+    example = next(block for block in python_blocks() if "register_module(Scale" in block)
+    namespace: dict = {}
+    try:
+        exec(compile(example, str(README), "exec"), namespace)
+    finally:
+        MODULES.pop(namespace.get("Scale"), None)
+    assert "0: 8 channels over 0, 1, 2; prunable" in capsys.readouterr().out

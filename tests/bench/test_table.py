@@ -14,10 +14,13 @@ from torchslim.core.errors import UserError
 
 def _rows() -> list[BenchRow]:
     return [
-        BenchRow("resnet20 dense", 91.734, 99.71, 269_722, 269_722, 40_551_040, 0.0, 1_100_000,
-                 1.23456, 80.5, 256, 3_800_000, 2),
-        BenchRow("resnet20 | pruned", 90.9, None, 135_000, 120_000, 20_000_000, 11.111,
-                 560_000, 0.8, None, None, None, None, runtime="onnxruntime", notes="l1"),
+        BenchRow(name="resnet20 dense", top1=91.734, top5=99.71, params=269_722,
+                 nonzero_params=269_722, macs=40_551_040, sparsity=0.0, file_bytes=1_100_000,
+                 latency_b1_ms=1.23456, latency_bn_ms=80.5, batch_n=256,
+                 peak_mem_bytes=3_800_000, threads=2),
+        BenchRow(name="resnet20 | pruned", top1=90.9, params=135_000, nonzero_params=120_000,
+                 macs=20_000_000, sparsity=11.111, file_bytes=560_000, latency_b1_ms=0.8,
+                 runtime="onnxruntime", notes="l1"),
     ]
 
 
@@ -92,7 +95,7 @@ def test_from_json_errors(tmp_path):
     with pytest.raises(UserError, match="not valid JSON"):
         BenchTable.from_json(bad)
     bad.write_text(json.dumps({"rows": [{"name": "x", "params": 1}]}))
-    with pytest.raises(UserError, match="lacks 'top1'"):
+    with pytest.raises(UserError, match="lacks 'nonzero_params', 'macs'"):
         BenchTable.from_json(bad)
 
 

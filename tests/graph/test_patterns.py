@@ -99,29 +99,31 @@ def test_concatenation_places_channels_at_offsets():
 
 
 class Split(nn.Module):
-    """ShuffleNet V2's split, written with chunk and with computed slice bounds."""
+    """ShuffleNet V2's split, written with chunk, with computed slice bounds, and with split."""
 
-    def __init__(self, computed: bool):
+    def __init__(self, how: str):
         super().__init__()
-        self.computed = computed
+        self.how = how
         self.conv = nn.Conv2d(3, 8, 1)
         self.left, self.right = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
 
     def forward(self, x):
         x = self.conv(x)
-        if self.computed:
+        if self.how == "slices":
             half = x.size(1) // 2
             a, b = x[:, :half], x[:, half:]
+        elif self.how == "split":
+            a, b = x.split(x.size(1) // 2, dim=1)
         else:
             a, b = x.chunk(2, dim=1)
         return torch.cat([self.left(a), self.right(b)], 1).flatten(1)
 
 
-@pytest.mark.parametrize("computed", [False, True])
-def test_split_in_halves_removes_the_same_position_from_both(computed):
-    graph = build_graph(Split(computed), torch.zeros(1, 3, 2, 2))
+@pytest.mark.parametrize("how", ["chunk", "slices", "split"])
+def test_split_in_halves_removes_the_same_position_from_both(how):
+    graph = build_graph(Split(how), torch.zeros(1, 3, 2, 2))
     assert graph.group("conv").channels[1][Axis("conv", "out", 8)] == (1, 5)
-    prune_and_thin(lambda: Split(computed), (3, 2, 2), 0.5)
+    prune_and_thin(lambda: Split(how), (3, 2, 2), 0.5)
 
 
 class ConstantSlice(nn.Module):

@@ -3,8 +3,8 @@
 Example::
 
     >>> from torchslim.bench import BenchRow, BenchTable
-    >>> row = BenchRow("demo", 97.5, 100.0, 28_000, 28_000, 1_500_000, 0.0, 120_000,
-    ...                0.2, 3.1, 256, 2_000_000, 2)
+    >>> row = BenchRow(name="demo", top1=97.5, params=28_000, nonzero_params=28_000,
+    ...                macs=1_500_000, sparsity=0.0, file_bytes=120_000, latency_b1_ms=0.2)
     >>> "demo" in BenchTable([row]).to_markdown()
     True
 """

@@ -4,10 +4,10 @@ Example::
 
     >>> import tempfile, pathlib
     >>> from torchslim.bench import BenchRow, BenchTable, plot_tradeoff
-    >>> rows = [BenchRow("dense", 91.7, None, 269_722, 269_722, 40_551_040, 0.0, 1_100_000,
-    ...                  None, None, None, None, None),
-    ...         BenchRow("pruned", 90.9, None, 135_000, 135_000, 20_000_000, 0.0, 560_000,
-    ...                  None, None, None, None, None)]
+    >>> rows = [BenchRow(name="dense", top1=91.7, params=269_722, nonzero_params=269_722,
+    ...                  macs=40_551_040, sparsity=0.0, file_bytes=1_100_000),
+    ...         BenchRow(name="pruned", top1=90.9, params=135_000, nonzero_params=135_000,
+    ...                  macs=20_000_000, sparsity=0.0, file_bytes=560_000)]
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "tradeoff.png"
     >>> plot_tradeoff(BenchTable(rows), path).read_bytes()[:4]
     b'\\x89PNG'

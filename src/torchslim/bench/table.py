@@ -4,8 +4,10 @@ Example::
 
     >>> import tempfile
     >>> from torchslim.bench import BenchRow, BenchTable
-    >>> row = BenchRow("resnet20", 91.7, 99.7, 269_722, 269_722, 40_551_040, 0.0, 1_121_541,
-    ...                1.2, 80.5, 256, 12_000_000, 4)
+    >>> row = BenchRow(name="resnet20", top1=91.7, top5=99.7, params=269_722,
+    ...                nonzero_params=269_722, macs=40_551_040, sparsity=0.0, file_bytes=1_121_541,
+    ...                latency_b1_ms=1.2, latency_bn_ms=80.5, batch_n=256,
+    ...                peak_mem_bytes=12_000_000, threads=4)
     >>> table = BenchTable([row], meta={"dataset": "cifar10"})
     >>> sorted(table.write(tempfile.mkdtemp()))
     ['csv', 'json', 'md']
@@ -27,36 +29,40 @@ from ..core.errors import UserError
 from ..core.fileio import atomic_write_text
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BenchRow:
     """One measured model: accuracy (percent), size, MACs, latency, memory. ``None`` = not measured.
 
-    ``latency_bn_ms`` is the latency at batch ``batch_n``; ``threads`` the torch thread count.
+    Every field is given by name. ``latency_bn_ms`` is the latency at batch ``batch_n``;
+    ``threads`` the torch thread count.
 
-    >>> BenchRow("tiny", None, None, 10, 10, 100, 0.0, 1200, 0.1, None, None, None, 1).runtime
+    >>> BenchRow(name="tiny", params=10, nonzero_params=10, macs=100, sparsity=0.0,
+    ...          file_bytes=1200, latency_b1_ms=0.1).runtime
     'pytorch'
     """
 
     name: str
-    top1: float | None
-    top5: float | None
+    top1: float | None = None
+    top5: float | None = None
     params: int
     nonzero_params: int
     macs: int
     sparsity: float
     file_bytes: int
-    latency_b1_ms: float | None
-    latency_bn_ms: float | None
-    batch_n: int | None
-    peak_mem_bytes: int | None
-    threads: int | None
+    latency_b1_ms: float | None = None
+    latency_bn_ms: float | None = None
+    batch_n: int | None = None
+    peak_mem_bytes: int | None = None
+    threads: int | None = None
     runtime: str = "pytorch"
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict keyed by the field names (a stable public contract).
 
-        >>> list(BenchRow("m", 1.0, 2.0, 1, 1, 1, 0.0, 1, 1.0, 1.0, 8, 1, 1).to_dict())[:3]
+        >>> row = BenchRow(name="m", params=1, nonzero_params=1, macs=1, sparsity=0.0,
+        ...                file_bytes=1)
+        >>> list(row.to_dict())[:3]
         ['name', 'top1', 'top5']
         """
         return asdict(self)
@@ -106,8 +112,9 @@ class BenchTable:
 
     Add rows by appending to ``rows``; :meth:`from_json` reloads a written table to extend it.
 
-    >>> row = BenchRow("m", 90.0, None, 269_722, 269_722, 40_551_040, 0.0, 1_100_000,
-    ...                1.234, None, None, None, 2)
+    >>> row = BenchRow(name="m", top1=90.0, params=269_722, nonzero_params=269_722,
+    ...                macs=40_551_040, sparsity=0.0, file_bytes=1_100_000, latency_b1_ms=1.234,
+    ...                threads=2)
     >>> cells = BenchTable([row]).format_text().splitlines()[2].split()
     >>> cells[:9]
     ['m', '90.00', '-', '269.7', 'K', '269.7', 'K', '0.00', '40.55']

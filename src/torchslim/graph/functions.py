@@ -46,6 +46,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Sequence
@@ -270,7 +271,7 @@ class Partition(FunctionHandler):
             sizes = call.arg(1, "split_size_or_sections" if name == "split" else "split_sizes")
             if isinstance(sizes, int):
                 sizes = [min(sizes, size - s) for s in range(0, size, sizes)]
-            bounds = [0, *itertools_accumulate(sizes)]
+            bounds = [0, *itertools.accumulate(sizes)]
             return dim, [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
         return "this form of it is not followed"
 
@@ -309,14 +310,6 @@ class Partition(FunctionHandler):
             why_not = "its parts are not proportional to the channel count"
         call.tracer.fix(inputs, f"{call.describe()} selects channels by position ({why_not})")
         return out
-
-
-def itertools_accumulate(values: Sequence[int]) -> list[int]:
-    total, out = 0, []
-    for value in values:
-        total += value
-        out.append(total)
-    return out
 
 
 def _period(parts: list[list[int]], size: int) -> int | None:
