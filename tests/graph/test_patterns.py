@@ -437,3 +437,41 @@ def test_model_input_and_output_channels_stay():
     assert build_graph(Chain(), torch.zeros(1, 3, 8, 8)).unprunable() == {
         "c1:in": "model input", "fc": "model output"
     }
+
+
+class OwnPad(nn.Module):
+    """A channel pad in the model's own forward, which thinning cannot rewrite."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 6, 1)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.head(self.b(x) + F.pad(x, (0, 0, 0, 0, 1, 1))).flatten(1)
+
+
+def test_a_pad_thinning_cannot_rewrite_keeps_only_its_padded_channels():
+    graph = build_graph(OwnPad(), torch.zeros(1, 3, 2, 2))
+    assert "function pad() pads channels (it is in the model's own forward" in (
+        graph.unprunable()["b"]
+    )
+    assert sorted(c[Axis("b", "out", 6)][0] for c in graph.group("a").channels) == [1, 2, 3, 4]
+    prune_and_thin(OwnPad, (3, 2, 2), 0.5)
+
+
+class ChannelMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.b(x * x.mean(1, keepdim=True).sigmoid()).flatten(1)
+
+
+def test_a_reduction_over_the_channels_freezes_them():
+    reason = build_graph(ChannelMean(), torch.zeros(1, 3, 2, 2)).unprunable()["a"]
+    assert "method .mean(): it reduces over the channels" in reason

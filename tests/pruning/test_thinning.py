@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.graph.helpers import randomize
 from tests.pruning.test_structured import CatNet, DepthwiseNet, RollNet
 from torchslim.analysis import summarize
 from torchslim.core.errors import UserError
@@ -18,16 +19,7 @@ from torchslim.pruning.thinning import apply_thinning, removable_channels, thin
 
 def with_random_batchnorm(model, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters, then eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-    return model.eval()
+    return randomize(model, seed)
 
 
 def pruned(model, example, pruner=None):

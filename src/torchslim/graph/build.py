@@ -51,7 +51,6 @@ class TracedCall:
         self.args = args
         self.kwargs = kwargs
         self.tracer = builder.tracer
-        self.freeze_note: str | None = None
 
     # -- what was called ------------------------------------------------------------------------
     @property

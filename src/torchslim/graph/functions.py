@@ -334,13 +334,13 @@ class Pad(FunctionHandler):
         x = call.input()
         shape = x.shape
         t = call.tracer
+        why_not = None
         if call.op_name() == "channel_pad":
             dim, index, size = call.arg(1, "dim"), list(call.arg(2, "index")), call.arg(3, "size")
             spatial: list[int] = []
         else:
             pads = list(call.arg(1, "pad"))
             mode = call.arg(2, "mode", "constant")
-            value = call.arg(3, "value", 0) or 0
             padded = {len(shape) - 1 - k: (pads[2 * k], pads[2 * k + 1])
                       for k in range(len(pads) // 2) if pads[2 * k] or pads[2 * k + 1]}
             hit = [d for d in padded if d in x.varying()]
@@ -356,14 +356,14 @@ class Pad(FunctionHandler):
             spatial = list(pads)
             k = len(shape) - 1 - dim
             spatial[2 * k] = spatial[2 * k + 1] = 0
-            if value != 0:
-                call.freeze_note = "it pads with a value other than zero"
+            if call.arg(3, "value", 0):
+                why_not = "it pads with a value other than zero"
         inputs = t.channels(x, dim)
         outputs = t.fresh(size)
         t.couple(inputs, outputs[torch.tensor(index)])
-        why_not = call.rewritable(self.family) if call.constant_bounds() else "its pad is computed"
-        if getattr(call, "freeze_note", None):
-            why_not = call.freeze_note
+        if why_not is None:
+            why_not = (call.rewritable(self.family) if call.constant_bounds()
+                       else "its padding is computed")
         if why_not is None:
             call.add_site(Site(
                 self.family, call.call.owner, call.site_index(self.family), call.call.name, dim,
@@ -371,9 +371,9 @@ class Pad(FunctionHandler):
                 rank=len(shape),
             ))
         else:
-            padding = outputs[torch.tensor([p for p in range(size) if p not in set(index)],
-                                           dtype=torch.long)]
-            t.fix(padding, f"{call.describe()} pads channels ({why_not})")
+            carried = set(index)
+            padding = torch.tensor([p for p in range(size) if p not in carried], dtype=torch.long)
+            t.fix(outputs[padding], f"{call.describe()} pads channels ({why_not})")
         return t.along(call.out_shape, dim, outputs)
 
 
@@ -424,18 +424,13 @@ class Reduction(FunctionHandler):
         ids = x.ids
         if not keepdim:
             for d in reversed(dims):
-                ids = ids.squeeze(d) if ids.dim() > d else ids
+                ids = ids.squeeze(d)
         out = call.call.out
-        if isinstance(out, tuple):
-            return tuple(Layout(ids.reshape(_ones(o.shape, ids)), o.shape) for o in out)
-        return Layout(ids.reshape(_ones(call.out_shape, ids)), call.out_shape)
-
-
-def _ones(shape: Sequence[int], ids: torch.Tensor) -> tuple[int, ...]:
-    """``ids``' own shape (it already broadcasts to ``shape``)."""
-    if ids.dim() != len(shape):
-        raise Unsupported("its result's shape could not be followed")
-    return tuple(ids.shape)
+        metas = out if isinstance(out, tuple) else (out,)
+        if any(ids.dim() != len(meta.shape) for meta in metas):
+            raise Unsupported("its result's shape could not be followed")
+        layouts = tuple(Layout(ids, meta.shape) for meta in metas)
+        return layouts if isinstance(out, tuple) else layouts[0]
 
 
 class Softmax(FunctionHandler):

@@ -215,36 +215,34 @@ def channel_masks(graph: DependencyGraph, removed: dict[str, list[int]]) -> dict
     return masks
 
 
-class FilterNormPruner(StructuredPruner):
+class _NormPruner(StructuredPruner):
+    """Ranks channels by the Lp norm of the weight slices on the ``role`` side of them."""
+
+    role = "out"
+
+    def __init__(
+        self,
+        sparsity: float | SparsitySchedule,
+        *,
+        norm: int = 1,
+        global_ranking: bool = False,
+        normalize: bool = True,
+        round_to: int = 1,
+    ) -> None:
+        super().__init__(sparsity, WeightNorm(norm, self.role, normalize=normalize),
+                         global_ranking=global_ranking, round_to=round_to)
+
+
+class FilterNormPruner(_NormPruner):
     """Ranks channels by the L1 (``norm=1``) or L2 norm of the filters producing them."""
 
-    def __init__(
-        self,
-        sparsity: float | SparsitySchedule,
-        *,
-        norm: int = 1,
-        global_ranking: bool = False,
-        normalize: bool = True,
-        round_to: int = 1,
-    ) -> None:
-        super().__init__(sparsity, WeightNorm(norm, "out", normalize=normalize),
-                         global_ranking=global_ranking, round_to=round_to)
+    role = "out"
 
 
-class ChannelNormPruner(StructuredPruner):
+class ChannelNormPruner(_NormPruner):
     """Ranks channels by the L1 or L2 norm of the weight slices of the layers consuming them."""
 
-    def __init__(
-        self,
-        sparsity: float | SparsitySchedule,
-        *,
-        norm: int = 1,
-        global_ranking: bool = False,
-        normalize: bool = True,
-        round_to: int = 1,
-    ) -> None:
-        super().__init__(sparsity, WeightNorm(norm, "in", normalize=normalize),
-                         global_ranking=global_ranking, round_to=round_to)
+    role = "in"
 
 
 class BNGammaPruner(StructuredPruner):
