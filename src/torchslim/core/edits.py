@@ -43,12 +43,14 @@ def register_edit(kind: str, function: EditFunction | None = None):
 
 
 def apply_edits(model: nn.Module, records: Iterable[Mapping[str, Any]]) -> nn.Module:
-    """Replay ``records`` on ``model`` in the order they were made; return the model."""
+    """Replay ``records`` on ``model`` in the order they were made; return the model (an edit
+    function changes it in place, or returns the module that replaces it)."""
     for record in records:
         if not isinstance(record, Mapping) or "kind" not in record:
             raise UserError(
                 "the file holds an architecture edit without a 'kind' (written by torchslim "
                 "before 0.2?): compress the model again with this version"
             )
-        EDITS.get(str(record["kind"]))(model, record)
+        result = EDITS.get(str(record["kind"]))(model, record)
+        model = result if isinstance(result, nn.Module) else model
     return model

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from . import ops as _ops  # noqa: F401  (registers torch.ops.torchslim)
+from ..core import ops as _ops  # noqa: F401  (registers torch.ops.torchslim)
 from .handlers import Unsupported
 from .registry import ARITHMETIC, register_function
 from .tracer import Layout, Site, TensorMeta

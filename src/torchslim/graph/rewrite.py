@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from . import ops as _ops  # noqa: F401  (registers torch.ops.torchslim)
+from ..core import ops as _ops  # noqa: F401  (registers torch.ops.torchslim)
 from .frontends import LeafTracer
 from .registry import op_name
 

@@ -109,7 +109,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     if is_compressed(checkpoint):
         checkpoint = decode_state_dict(checkpoint["state"])
     state = extract_state_dict(checkpoint)
-    apply_edits(model, edits)
+    model = apply_edits(model, edits)
     expected = model.state_dict()
     # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it does not affect inference.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -126,7 +126,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
             "is it the checkpoint of another model?"
         )
     for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
+        # an empty tensor takes its shape on load (a quantizer's statistics before any data)
+        if tensor.shape != expected[key].shape and expected[key].numel() > 0:
             raise UserError(
                 f"checkpoint '{path}' does not fit {label}: '{key}' has shape "
                 f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model"

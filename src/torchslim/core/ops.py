@@ -11,7 +11,7 @@ both see them as single calls.
 Example::
 
     >>> import torch
-    >>> from torchslim.graph import ops
+    >>> from torchslim.core import ops
     >>> x = torch.tensor([[1.0, 2.0]])
     >>> ops.channel_pad(x, 1, [0, 2], 4).tolist(), ops.channel_select(x, 1, [1]).tolist()
     ([[1.0, 0.0, 2.0, 0.0]], [[2.0]])

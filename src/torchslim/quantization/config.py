@@ -1,0 +1,91 @@
+"""What to quantize and how, as data (the transform is :func:`torchslim.quantization.prepare`).
+
+Example::
+
+    >>> from torchslim.quantization.config import QuantConfig
+    >>> config = QuantConfig(weight_bits=4, exclude=("linear",))
+    >>> config.weight_spec().describe(), config.activation_spec().describe()
+    ('int4 symmetric per-channel (axis 0)', 'uint8 affine per-tensor')
+    >>> QuantConfig.from_dict(config.to_dict()) == config
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..core.errors import UserError
+from .observers import OBSERVERS
+from .qparams import QuantSpec
+
+#: Quantizer families: ``static`` uses observers (PTQ, and QAT with running ranges), the others
+#: are the QAT methods of :mod:`torchslim.quantization.fake`.
+METHODS = ("static", "lsq", "pact", "dorefa")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How a model is quantized.
+
+    ``weight_bits``/``activation_bits`` (2-8), ``per_channel`` weights, ``signed_weights`` (int8
+    symmetric, the default; uint8 affine otherwise), ``signed_activations`` (int8 instead of
+    uint8), the activation ``observer`` and ``weight_observer`` (names in
+    :data:`~torchslim.quantization.observers.OBSERVERS`), seed 001's scale ``multiplier`` and its
+    ``center``, ``exclude`` (layer names or patterns kept in float), ``method`` (see
+    :data:`METHODS`) and ``fold_bn`` (fold BatchNorms into the convolutions before quantizing;
+    quantization-aware training keeps them, with the folded weight quantized).
+    """
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: bool = True
+    signed_weights: bool = True
+    signed_activations: bool = False
+    observer: str = "histogram"
+    weight_observer: str = "minmax"
+    multiplier: float = 1.0
+    center: str = "zero"
+    exclude: tuple[str, ...] = ()
+    method: str = "static"
+    fold_bn: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("weight_bits", "activation_bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
+                raise UserError(f"{name} must be a whole number from 2 to 8, got {value!r}")
+        for name in ("observer", "weight_observer"):
+            if getattr(self, name) not in OBSERVERS:
+                raise UserError(f"unknown {name.replace('_', ' ')} '{getattr(self, name)}': "
+                                f"choose one of {', '.join(OBSERVERS)}")
+        if self.method not in METHODS:
+            raise UserError(f"unknown quantization method '{self.method}': choose one of "
+                            f"{', '.join(METHODS)}")
+        if self.multiplier <= 0:
+            raise UserError(f"the scale multiplier must be > 0, got {self.multiplier}")
+        if self.center not in ("zero", "min"):
+            raise UserError(f"the multiplier's centre is 'zero' or 'min', got {self.center!r}")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    def weight_spec(self) -> QuantSpec:
+        spec = QuantSpec.weights(self.weight_bits, self.per_channel)
+        return spec if self.signed_weights else spec.with_(signed=False, symmetric=False)
+
+    def activation_spec(self) -> QuantSpec:
+        return QuantSpec.activations(self.activation_bits, self.signed_activations)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (saved with a quantized model)."""
+        data = asdict(self)
+        data["exclude"] = list(self.exclude)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown quantization settings {unknown}: this torchslim knows "
+                            f"{sorted(known)}")
+        return cls(**{**data, "exclude": tuple(data.get("exclude", ()))})

@@ -1,0 +1,278 @@
+"""Fake quantization: modules that round a tensor to a quantization grid on the forward pass and
+let the gradient through (straight-through estimator), so one model calibrates, trains with
+quantization (QAT) and exports to int8.
+
+=======================  ===========================================================================
+:class:`FakeQuantize`    an observer decides the range (calibration, or running ranges in QAT);
+                         rounding with the core ``torch.fake_quantize_*`` ops (gradient 1 inside the
+                         range, 0 outside)
+:class:`LSQQuantize`     learned step size (Esser et al. 2020): the scale is a parameter, trained
+                         with the gradient of ``torch._fake_quantize_learnable_*`` scaled by
+                         ``1 / sqrt(numel * q_max)``; initialised to ``2 mean|x| / sqrt(q_max)``
+:class:`PACTQuantize`    PACT (Choi et al. 2018): activations clipped to a learned ``[0, alpha]``
+                         and quantized there; ``alpha`` learns from the clipped values (with the
+                         L2 term of :func:`pact_penalty`)
+:class:`DoReFaWeight`    DoReFa-Net weights (Zhou et al. 2016): ``2 q(tanh(w) / (2 max|tanh w|) +
+                         0.5) - 1`` with ``q`` rounding to ``2^k - 1`` levels
+:class:`ClippedLinear`   DoReFa activations: clipped to ``[0, clip]`` and rounded to ``2^k - 1``
+                         levels
+=======================  ===========================================================================
+
+Example::
+
+    >>> import torch
+    >>> from torchslim.quantization.fake import FakeQuantize
+    >>> quantizer = FakeQuantize.activations()
+    >>> _ = quantizer(torch.tensor([0.0, 1.0, 2.55]))     # calibrate: observe only
+    >>> quantizer.freeze()                                 # compute scale, quantize from now on
+    >>> [round(v, 4) for v in quantizer(torch.tensor([0.004, 1.006])).tolist()]  # scale 0.01
+    [0.0, 1.01]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..core.errors import UserError
+from .observers import Observer, SizedOnLoad, make_observer
+from .qparams import QuantSpec, fake_quantize
+
+
+class Quantizer(SizedOnLoad):
+    """Base class of the fake quantizers. ``observing`` (collect statistics) and ``quantizing``
+    (round on the forward pass) switch the phases; :meth:`freeze` ends observation."""
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.observing = True
+        self.quantizing = False
+
+    def freeze(self) -> None:
+        """Stop observing; quantize from now on with the current parameters."""
+        self.observing = False
+        self.quantizing = True
+
+    def start(self) -> None:
+        """Quantize and keep observing (quantization-aware training)."""
+        self.observing = True
+        self.quantizing = True
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scale and zero point in use."""
+        raise NotImplementedError
+
+
+class FakeQuantize(Quantizer):
+    """Observer-driven fake quantization (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: QuantSpec,
+        observer: Observer | None = None,
+        multiplier: float = 1.0,
+        center: str = "zero",
+    ) -> None:
+        super().__init__(spec)
+        self.observer = observer if observer is not None else make_observer("minmax", spec.axis)
+        self.multiplier = multiplier
+        self.center = center
+        self.register_buffer("scale", torch.tensor([]))
+        self.register_buffer("zero_point", torch.tensor([], dtype=torch.int32))
+
+    @classmethod
+    def activations(cls, observer: str = "minmax", bits: int = 8, signed: bool = False,
+                    **kwargs) -> FakeQuantize:
+        """Affine per-tensor activations (uint8 unless ``signed``)."""
+        spec = QuantSpec.activations(bits, signed)
+        return cls(spec, make_observer(observer, None, bits), **kwargs)
+
+    @classmethod
+    def weights(cls, observer: str = "minmax", bits: int = 8, per_channel: bool = True,
+                **kwargs) -> FakeQuantize:
+        """Symmetric signed weights, per output channel unless ``per_channel=False``."""
+        spec = QuantSpec.weights(bits, per_channel)
+        return cls(spec, make_observer(observer, spec.axis, bits), **kwargs)
+
+    def update(self) -> None:
+        """Recompute scale and zero point from the observer."""
+        scale, zero = self.observer.qparams(self.spec, self.multiplier, self.center)
+        self.scale, self.zero_point = scale.to(self.scale.device), zero.to(self.scale.device)
+
+    def freeze(self) -> None:
+        if self.observer.observed:
+            self.update()
+        super().freeze()
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.scale.numel() == 0:
+            self.update()
+        return self.scale, self.zero_point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            self.observer(x)
+        if not self.quantizing:
+            return x
+        if self.observing or self.scale.numel() == 0:
+            self.update()
+        return fake_quantize(x, self.scale, self.zero_point, self.spec)
+
+    def extra_repr(self) -> str:
+        return f"{self.spec.describe()}, {type(self.observer).__name__}"
+
+
+class SharedQuantize(Quantizer):
+    """Rounds to the grid of another quantizer (after an op that only moves or selects values,
+    so the value is already on it: exact, and the runtime keeps such ops in int8)."""
+
+    def __init__(self, source: Quantizer) -> None:
+        super().__init__(source.spec)
+        self._source = [source]  # a reference, not a submodule: no second copy in state_dict
+
+    @property
+    def source(self) -> Quantizer:
+        return self._source[0]
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source.qparams()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantizing or not self.source.quantizing:
+            return x
+        scale, zero = self.qparams()
+        return fake_quantize(x, scale, zero, self.spec)
+
+    def extra_repr(self) -> str:
+        return "the grid of its input's quantizer"
+
+
+class LSQQuantize(Quantizer):
+    """Learned step size quantization (see the module docstring); symmetric signed for
+    weights, unsigned with zero point 0 for activations after a ReLU."""
+
+    def __init__(self, spec: QuantSpec, channels: int | None = None) -> None:
+        super().__init__(spec)
+        size = channels if spec.per_channel else 1
+        if spec.per_channel and channels is None:
+            raise UserError("per-channel LSQ needs the number of channels")
+        self.scale = nn.Parameter(torch.ones(size))
+        self.register_buffer("zero_point", torch.zeros(size))
+        self.register_buffer("initialised", torch.tensor(False))
+
+    def _initialise(self, x: torch.Tensor) -> None:
+        values = x.detach().abs()
+        if self.spec.per_channel:
+            dims = [d for d in range(x.dim()) if d != self.spec.axis % x.dim()]
+            mean = values.mean(dim=dims)
+        else:
+            mean = values.mean().reshape(1)
+        with torch.no_grad():
+            self.scale.copy_((2 * mean / math.sqrt(self.spec.q_max)).clamp(min=1e-8))
+        self.initialised.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.initialised):
+            self._initialise(x)
+        if not self.quantizing:
+            return x
+        grad_factor = 1.0 / math.sqrt(x.numel() / max(self.scale.numel(), 1) * self.spec.q_max)
+        scale = self.scale.abs().clamp(min=1e-8)
+        if self.spec.per_channel:
+            return torch._fake_quantize_learnable_per_channel_affine(
+                x, scale, self.zero_point, self.spec.axis % x.dim(), self.spec.q_min,
+                self.spec.q_max, grad_factor,
+            )
+        return torch._fake_quantize_learnable_per_tensor_affine(
+            x, scale, self.zero_point, self.spec.q_min, self.spec.q_max, grad_factor
+        )
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.scale.detach().abs().clamp(min=1e-8)
+        zero = self.zero_point.round().to(torch.int32)
+        return (scale, zero) if self.spec.per_channel else (scale.reshape(()), zero.reshape(()))
+
+    def freeze(self) -> None:
+        super().freeze()
+        self.observing = False
+
+    def extra_repr(self) -> str:
+        return f"LSQ {self.spec.describe()}"
+
+
+class PACTQuantize(Quantizer):
+    """PACT activations: ``clip(x, 0, alpha)`` quantized on ``[0, alpha]`` (unsigned)."""
+
+    def __init__(self, bits: int = 8, alpha: float = 8.0) -> None:
+        super().__init__(QuantSpec(bits))
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clipped = torch.where(x < self.alpha, torch.relu(x), self.alpha)
+        if not self.quantizing:
+            return clipped
+        scale, zero = self.qparams()
+        return torch.fake_quantize_per_tensor_affine(
+            clipped, scale, zero, self.spec.q_min, self.spec.q_max
+        )
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = self.alpha.detach().abs().clamp(min=1e-6)
+        return (alpha / self.spec.q_max).reshape(()), torch.tensor(0, dtype=torch.int32)
+
+    def extra_repr(self) -> str:
+        return f"PACT {self.spec.describe()}"
+
+
+def pact_penalty(model: nn.Module, strength: float) -> torch.Tensor:
+    """PACT's L2 term on the clipping levels: ``strength * sum(alpha^2)``."""
+    alphas = [m.alpha for m in model.modules() if isinstance(m, PACTQuantize)]
+    if not alphas:
+        return torch.zeros(())
+    return strength * sum(alpha.pow(2) for alpha in alphas)
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class DoReFaWeight(Quantizer):
+    """DoReFa-Net weight quantization (see the module docstring); 32 bits = full precision."""
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__(QuantSpec(bits, signed=True, symmetric=True))
+        self.levels = 2**bits - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.quantizing:
+            return w
+        t = torch.tanh(w)
+        t = t / (2 * t.abs().max().clamp(min=1e-8)) + 0.5
+        return 2 * _round_ste(t * self.levels) / self.levels - 1
+
+    def extra_repr(self) -> str:
+        return f"DoReFa weights, {self.spec.bits} bits"
+
+
+class ClippedLinear(Quantizer):
+    """DoReFa activations: ``round(clip(x, 0, clip) * n / clip) * clip / n``, ``n = 2^k - 1``."""
+
+    def __init__(self, bits: int = 8, clip: float = 1.0) -> None:
+        super().__init__(QuantSpec(bits))
+        self.clip = clip
+        self.levels = 2**bits - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clipped = torch.clamp(x, 0.0, self.clip)
+        if not self.quantizing:
+            return clipped
+        return _round_ste(clipped * self.levels / self.clip) * self.clip / self.levels
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(self.clip / self.levels), torch.tensor(0, dtype=torch.int32)
+
+    def extra_repr(self) -> str:
+        return f"clipped linear [0, {self.clip}], {self.spec.bits} bits"

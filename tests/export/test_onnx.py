@@ -1,0 +1,73 @@
+"""ONNX export: fp32 outputs match; a quantized model exports as QDQ with int8 weights that ONNX
+Runtime runs with integer kernels and whose predictions agree with the PyTorch simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.graph.helpers import randomize
+from torchslim.core.errors import UserError
+from torchslim.data import BatchLoader, load_digits
+from torchslim.export.onnx import export_onnx, runtime_report, session
+from torchslim.models import create_model
+from torchslim.pruning import Masks
+from torchslim.pruning.structured import FilterNormPruner
+from torchslim.pruning.thinning import thin
+from torchslim.quantization import QuantConfig, quantize
+from torchslim.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    train = BatchLoader(load_digits("train"), 64, shuffle=True, normalization="digits")
+    model = create_model("demo_cnn")
+    Trainer(model, train, TrainConfig(epochs=4, lr=0.05, device="cpu"), progress=False).fit()
+    return model.eval()
+
+
+def test_fp32_export_of_a_thinned_model_matches_pytorch(tmp_path):
+    from torchslim.graph import build_graph
+
+    model = randomize(create_model("cifar_resnet20"))
+    x = torch.zeros(1, 3, 32, 32)
+    FilterNormPruner(0.5).apply(build_graph(model, x), Masks(model))
+    thin(model, x)
+    path = export_onnx(model, x, tmp_path / "thin.onnx")
+    batch = torch.randn(3, 3, 32, 32)
+    out = session(path).run(None, {"input": batch.numpy()})[0]
+    assert np.abs(out - model(batch).detach().numpy()).max() < 1e-4
+
+
+def test_int8_export_runs_integer_kernels_and_agrees_with_the_simulation(digits_model, tmp_path):
+    train = BatchLoader(load_digits("train"), 128, normalization="digits")
+    test = BatchLoader(load_digits("test"), 450, normalization="digits")
+    # uint8 weights: int8 weights saturate the int16 sums of AVX2 CPUs without VNNI
+    config = QuantConfig(observer="histogram", signed_weights=False)
+    quantized = quantize(digits_model, config, train, torch.zeros(1, 1, 8, 8))
+    fp32 = export_onnx(digits_model, torch.zeros(1, 1, 8, 8), tmp_path / "fp32.onnx")
+    int8 = export_onnx(quantized, torch.zeros(1, 1, 8, 8), tmp_path / "int8.onnx")
+    graph = onnx.load(str(int8)).graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    assert types["features.1.0.layer.weight_quantized"] == onnx.TensorProto.UINT8
+    assert int8.stat().st_size < 0.35 * fp32.stat().st_size
+    report = runtime_report(int8, tmp_path)
+    assert report.ops["QLinearConv"] == 3
+    assert report.float_nodes == [
+        "Gemm '/classifier/Gemm': its output is not quantized (the model's output)"
+    ]
+    x, _ = next(iter(test))
+    runtime = session(int8).run(None, {"input": x.numpy()})[0].argmax(1)
+    simulated = quantized(x).argmax(1).numpy()
+    assert (runtime == simulated).mean() >= 0.995
+
+
+def test_an_unexportable_model_is_a_user_error(tmp_path):
+    class Product(torch.nn.Module):
+        def forward(self, x):
+            return x.cumprod(1)
+
+    with pytest.raises(UserError, match="torch.onnx cannot export Product: .*cumprod"):
+        export_onnx(Product(), torch.zeros(1, 3), tmp_path / "bad.onnx")

@@ -1,0 +1,116 @@
+"""Placing quantizers in a traced model, calibrating, freezing, excluding, saving and reloading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchslim.core.errors import UserError
+from torchslim.core.storage import save_compressed
+from torchslim.models import create_model, load_weights
+from torchslim.quantization import (
+    QuantConfig,
+    QuantConv,
+    SharedQuantize,
+    activation_quantizers,
+    prepare,
+    quantize,
+    weight_quantizers,
+)
+from torchslim.quantization.record import quantization_record
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.max_pool2d(x, 2)
+        y = F.relu(self.conv(x) + x)
+        return self.head(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+def calibration(count=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, 3, 8, 8, generator=generator) for _ in range(count)]
+
+
+def test_quantizers_sit_where_an_int8_runtime_requantizes():
+    model = prepare(Block().eval(), torch.zeros(1, 3, 8, 8), QuantConfig())
+    placed = activation_quantizers(model)
+    # the input; the stem's ReLU (BatchNorm folded, activation fused); the pooled values share
+    # the stem's grid; the conv before the addition; the addition's ReLU; the average pool and
+    # the flatten sharing its grid; the head's output stays float
+    assert set(placed) == {"x", "relu", "max_pool2d", "conv", "relu_1", "adaptive_avg_pool2d",
+                           "flatten"}
+    assert isinstance(placed["max_pool2d"], SharedQuantize)
+    assert placed["max_pool2d"].source is placed["relu"]
+    assert set(weight_quantizers(model)) == {"stem", "conv", "head"}
+    assert isinstance(model.bn, nn.Identity) and isinstance(model.stem, QuantConv)
+
+
+def test_quantized_model_tracks_the_float_model_and_the_original_is_untouched():
+    torch.manual_seed(0)
+    model = Block().eval()
+    config = QuantConfig(observer="minmax")
+    quantized = quantize(model, config, calibration(), torch.zeros(1, 3, 8, 8))
+    x = calibration(1, seed=1)[0]
+    with torch.no_grad():
+        error = (quantized(x) - model(x)).abs().max() / model(x).abs().max()
+    assert error < 0.05
+    assert isinstance(model.bn, nn.BatchNorm2d)  # a copy was quantized
+
+
+def test_in_place_preparation_keeps_the_model_object_and_its_parameters():
+    model = Block().eval()
+    stem_weight = model.conv.weight
+    prepare(model, torch.zeros(1, 3, 8, 8), QuantConfig(fold_bn=False), inplace=True)
+    assert model.conv.layer.weight is stem_weight
+    assert type(model).__name__ == "Block" and "quant_x" in dict(model.named_children())
+
+
+def test_excluded_layers_stay_in_float_and_unknown_names_are_user_errors():
+    model = prepare(Block().eval(), torch.zeros(1, 3, 8, 8), QuantConfig(exclude=("conv",)))
+    assert isinstance(model.conv, nn.Conv2d) and "conv" not in weight_quantizers(model)
+    with pytest.raises(UserError, match="layer 'convv' to keep in float matches no layer"
+                       r".*did you mean 'conv'"):
+        prepare(Block().eval(), torch.zeros(1, 3, 8, 8), QuantConfig(exclude=("convv",)))
+
+
+def test_bad_inputs_are_user_errors():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x) if x.sum() > 0 else x
+
+    with pytest.raises(UserError, match="cannot trace Branchy with torch.fx"):
+        prepare(Branchy(), torch.zeros(1, 3, 4, 4))
+    with pytest.raises(UserError, match="calibration data yielded no batches"):
+        quantize(Block().eval(), QuantConfig(), [], torch.zeros(1, 3, 8, 8))
+    with pytest.raises(UserError, match="weight_bits must be a whole number from 2 to 8"):
+        QuantConfig(weight_bits=16)
+    with pytest.raises(UserError, match="already quantized"):
+        prepare(prepare(Block(), torch.zeros(1, 3, 8, 8)), torch.zeros(1, 3, 8, 8))
+
+
+def test_a_quantized_model_saves_and_reloads_with_weights_only(tmp_path):
+    model = create_model("demo_cnn").eval()
+    batches = [torch.randn(8, 1, 8, 8) for _ in range(3)]
+    quantized = quantize(model, QuantConfig(weight_bits=4), batches, torch.zeros(1, 1, 8, 8))
+    path = tmp_path / "quantized.pt"
+    save_compressed(quantized, path, meta={"edits": [quantization_record(quantized)]})
+    fresh = load_weights(create_model("demo_cnn"), path)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(fresh.eval()(x), quantized(x))
+    weights = fresh.features[1][0].quantized_weight()
+    assert len(torch.unique(weights[0])) <= 16  # 4-bit weights
