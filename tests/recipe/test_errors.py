@@ -548,19 +548,30 @@ PARSE_ERRORS = {
     "empty_file": ("", f"{NOT_A_MAPPING} empty"),
     "only_comments": ("# a recipe\n# to be written\n", f"{NOT_A_MAPPING} empty"),
     "a_list_not_a_mapping": ("- pruners\n- policies\n", f"{NOT_A_MAPPING} a list"),
-    "not_yet_supported_quantizer": (
+    "not_yet_supported_regularizer": (
+        """
+        regularizers:
+          lasso:
+            class: GroupLassoRegularizer
+        policies:
+          - regularizer: {instance_name: lasso}
+            starting_epoch: 0
+        """,
+        "bad.yaml:3 regularizers.lasso.class: 'GroupLassoRegularizer' is not yet supported by "
+        "torchslim: group-lasso regularization is not implemented yet",
+    ),
+    "quantizer_bit_width_out_of_range": (
         """
         quantizers:
           dorefa_quantizer:
             class: DorefaQuantizer
             bits_activations: 8
-            bits_weights: 3
+            bits_weights: 16
         policies:
           - quantizer: {instance_name: dorefa_quantizer}
             starting_epoch: 0
         """,
-        "bad.yaml:3 quantizers.dorefa_quantizer.class: 'DorefaQuantizer' is not yet supported by "
-        "torchslim: quantization is not implemented yet (the quantization work)",
+        "bad.yaml:5 quantizers.dorefa_quantizer.bits_weights: must be <= 8, got 16",
     ),
     "distillation_not_yet_supported": (
         """

@@ -33,8 +33,9 @@ class QuantConfig:
     uint8), the activation ``observer`` and ``weight_observer`` (names in
     :data:`~torchslim.quantization.observers.OBSERVERS`), seed 001's scale ``multiplier`` and its
     ``center``, ``exclude`` (layer names or patterns kept in float), ``method`` (see
-    :data:`METHODS`) and ``fold_bn`` (fold BatchNorms into the convolutions before quantizing;
-    quantization-aware training keeps them, with the folded weight quantized).
+    :data:`METHODS`), ``fold_bn`` (fold BatchNorms into the convolutions before quantizing;
+    quantization-aware training keeps them, with the folded weight quantized), the moving-average
+    observer's ``momentum`` and PACT's initial clipping level ``pact_alpha``.
     """
 
     weight_bits: int = 8
@@ -49,6 +50,8 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     method: str = "static"
     fold_bn: bool = True
+    momentum: float = 0.01
+    pact_alpha: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "activation_bits"):
@@ -62,6 +65,10 @@ class QuantConfig:
         if self.method not in METHODS:
             raise UserError(f"unknown quantization method '{self.method}': choose one of "
                             f"{', '.join(METHODS)}")
+        if not 0 < self.momentum <= 1:
+            raise UserError(f"momentum must be in (0, 1], got {self.momentum}")
+        if self.pact_alpha <= 0:
+            raise UserError(f"the PACT clipping level must be > 0, got {self.pact_alpha}")
         if self.multiplier <= 0:
             raise UserError(f"the scale multiplier must be > 0, got {self.multiplier}")
         if self.center not in ("zero", "min"):

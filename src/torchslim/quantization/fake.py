@@ -58,8 +58,16 @@ class Quantizer(SizedOnLoad):
 
     def start(self) -> None:
         """Quantize and keep observing (quantization-aware training)."""
-        self.observing = True
+        self.observing = self.observing_allowed()
         self.quantizing = True
+
+    def observing_allowed(self) -> bool:
+        """Whether this quantizer has statistics to collect (learned ones have none)."""
+        return True
+
+    #: Whether the values it produces lie on an integer grid with a scale and zero point
+    #: (DoReFa's weights do not), which int8 runtimes and bias quantization need.
+    on_grid = True
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The scale and zero point in use."""
@@ -146,6 +154,9 @@ class SharedQuantize(Quantizer):
         scale, zero = self.qparams()
         return fake_quantize(x, scale, zero, self.spec)
 
+    def observing_allowed(self) -> bool:
+        return False
+
     def extra_repr(self) -> str:
         return "the grid of its input's quantizer"
 
@@ -195,9 +206,8 @@ class LSQQuantize(Quantizer):
         zero = self.zero_point.round().to(torch.int32)
         return (scale, zero) if self.spec.per_channel else (scale.reshape(()), zero.reshape(()))
 
-    def freeze(self) -> None:
-        super().freeze()
-        self.observing = False
+    def observing_allowed(self) -> bool:
+        return False
 
     def extra_repr(self) -> str:
         return f"LSQ {self.spec.describe()}"
@@ -223,6 +233,9 @@ class PACTQuantize(Quantizer):
         alpha = self.alpha.detach().abs().clamp(min=1e-6)
         return (alpha / self.spec.q_max).reshape(()), torch.tensor(0, dtype=torch.int32)
 
+    def observing_allowed(self) -> bool:
+        return False
+
     def extra_repr(self) -> str:
         return f"PACT {self.spec.describe()}"
 
@@ -242,6 +255,8 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 class DoReFaWeight(Quantizer):
     """DoReFa-Net weight quantization (see the module docstring); 32 bits = full precision."""
 
+    on_grid = False
+
     def __init__(self, bits: int = 8) -> None:
         super().__init__(QuantSpec(bits, signed=True, symmetric=True))
         self.levels = 2**bits - 1
@@ -252,6 +267,9 @@ class DoReFaWeight(Quantizer):
         t = torch.tanh(w)
         t = t / (2 * t.abs().max().clamp(min=1e-8)) + 0.5
         return 2 * _round_ste(t * self.levels) / self.levels - 1
+
+    def observing_allowed(self) -> bool:
+        return False
 
     def extra_repr(self) -> str:
         return f"DoReFa weights, {self.spec.bits} bits"
@@ -273,6 +291,9 @@ class ClippedLinear(Quantizer):
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(self.clip / self.levels), torch.tensor(0, dtype=torch.int32)
+
+    def observing_allowed(self) -> bool:
+        return False
 
     def extra_repr(self) -> str:
         return f"clipped linear [0, {self.clip}], {self.spec.bits} bits"

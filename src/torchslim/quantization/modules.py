@@ -46,7 +46,7 @@ class _QuantLayer(nn.Module):
         inputs = getattr(self, "_input", [])
         if bias is None or not inputs or not inputs[0].quantizing:
             return bias
-        if not self.weight_quantizer.quantizing:
+        if not self.weight_quantizer.quantizing or not self.weight_quantizer.on_grid:
             return bias
         input_scale = inputs[0].qparams()[0].reshape(())
         weight_scale = self.weight_quantizer.qparams()[0]
@@ -119,6 +119,10 @@ class QuantConvBn(_QuantLayer):
         bias = self.layer.bias if self.layer.bias is not None else torch.zeros_like(factor)
         beta = self.bn.bias if self.bn.bias is not None else torch.zeros_like(factor)
         return weight, (bias - self.bn.running_mean) * factor + beta
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The folded weight, quantized."""
+        return self.folded()[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:

@@ -295,7 +295,9 @@ OBSERVERS = {
 }
 
 
-def make_observer(kind: str, axis: int | None = None, bits: int = 8) -> Observer:
+def make_observer(
+    kind: str, axis: int | None = None, bits: int = 8, momentum: float = 0.01
+) -> Observer:
     """An observer by name (see :data:`OBSERVERS`); histogram-based kinds fall back to min/max
     per channel, where they do not apply."""
     if kind not in OBSERVERS:
@@ -307,4 +309,6 @@ def make_observer(kind: str, axis: int | None = None, bits: int = 8) -> Observer
         return HistogramObserver(bits=bits) if kind == "histogram" else PercentileObserver()
     if kind == "mse":
         return MSEObserver(axis, bits)
+    if kind == "moving_average":
+        return MovingAverageMinMaxObserver(momentum, axis=axis)
     return OBSERVERS[kind](axis=axis)

@@ -118,21 +118,25 @@ def _weight_quantizer(config: QuantConfig, channels: int) -> Quantizer:
     spec = config.weight_spec()
     if config.method == "lsq":
         return LSQQuantize(spec, channels)
-    if config.method == "dorefa":
+    if config.method in ("dorefa", "pact"):  # PACT quantizes weights as DoReFa does
         return DoReFaWeight(config.weight_bits)
     observer = make_observer(config.weight_observer, spec.axis, config.weight_bits)
     return FakeQuantize(spec, observer)
 
 
-def _activation_quantizer(config: QuantConfig) -> Quantizer:
+def _activation_quantizer(config: QuantConfig, after_relu: bool) -> Quantizer:
+    """The quantizer of one activation. PACT and DoReFa clip at zero, as the ReLUs they replace
+    do, so values that may be negative (the model's input, a layer's output before a residual
+    addition) get an observer-driven affine quantizer instead; LSQ quantizes them signed."""
     spec = config.activation_spec()
     if config.method == "lsq":
-        return LSQQuantize(spec)
-    if config.method == "pact":
-        return PACTQuantize(config.activation_bits)
-    if config.method == "dorefa":
+        return LSQQuantize(spec if after_relu else spec.with_(signed=True, symmetric=True))
+    if config.method == "pact" and after_relu:
+        return PACTQuantize(config.activation_bits, config.pact_alpha)
+    if config.method == "dorefa" and after_relu:
         return ClippedLinear(config.activation_bits)
-    observer = make_observer(config.observer, None, config.activation_bits)
+    observer_kind = config.observer if config.method == "static" else "moving_average"
+    observer = make_observer(observer_kind, None, config.activation_bits, config.momentum)
     return FakeQuantize(spec, observer, config.multiplier, config.center)
 
 
@@ -202,6 +206,8 @@ def prepare(
         if config.fold_bn:
             fold_batchnorms_only(model, pairs)
             pairs = []
+        elif config.method in ("dorefa", "pact"):
+            pairs = []  # DoReFa weights drop the weight's scale: the BatchNorm after it stays
         else:
             pairs = [(layer, bn) for layer, bn in pairs
                      if isinstance(model.get_submodule(layer), _ConvNd)]
@@ -308,7 +314,8 @@ def _insert_activation_quantizers(
     names = {}
     for node in own:
         names[node] = f"quant_{node.name}"
-        module.add_module(names[node], _activation_quantizer(config))
+        after_relu = node.op != "placeholder" and _is_activation(node, module)
+        module.add_module(names[node], _activation_quantizer(config, after_relu))
     for node, source in shared.items():
         names[node] = f"quant_{node.name}"
         module.add_module(names[node], SharedQuantize(module.get_submodule(names[source])))

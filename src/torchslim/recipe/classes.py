@@ -8,8 +8,8 @@ Example::
     >>> from torchslim.recipe.classes import find_class, section_of
     >>> find_class("pruners", "AutomatedGradualPruner").args.__name__
     'AGPArgs'
-    >>> section_of("MultiStepLR"), find_class("quantizers", "DorefaQuantizer").unsupported != ""
-    ('lr_schedulers', True)
+    >>> section_of("MultiStepLR"), find_class("regularizers", "GroupLassoRegularizer").unsupported
+    ('lr_schedulers', 'group-lasso regularization is not implemented yet')
 """
 
 from __future__ import annotations
@@ -28,14 +28,6 @@ from ..core.config import (
     register_unsupported,
 )
 
-_NOT_YET_QUANT = "quantization is not implemented yet (the quantization work)"
-
-register_unsupported(
-    "quantizers",
-    ["DorefaQuantizer", "PACTQuantizer", "QuantAwareTrainRangeLinearQuantizer",
-     "PostTrainLinearQuantizer"],
-    _NOT_YET_QUANT,
-)
 register_unsupported(
     "regularizers", ["GroupLassoRegularizer"], "group-lasso regularization is not implemented yet"
 )

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Quantization-aware training of the pretrained ResNet-20 on the JPEG CIFAR-10 data, 10 epochs
+# each, beside the fp32 model fine-tuned for the same 10 epochs: W8A8 (observer ranges), LSQ
+# W4A4, DoReFa W4A4 and PACT W4A4 (benchmarks/recipes/resnet20_qat_*.yaml). Two lanes run side
+# by side, one thread each; every run is resumable (run the script again after a crash).
+# Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
+# (benchmarks/qat_summary.py). Run from the repository root after `make install`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+RUNS=runs/bench/qat_resnet20
+EPOCHS=${EPOCHS:-10}
+COMMON=(--model cifar_resnet20 --weights "$SHARED/models/resnet20-12fca82f.th"
+        --data "$SHARED/data/cifar10-jpeg.tar.gz" --epochs "$EPOCHS" --lr 0.02 --batch-size 128
+        --schedule cosine --quiet --json)
+export OMP_NUM_THREADS=1
+resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
+qat() {
+    .venv/bin/torchslim compress --recipe "benchmarks/recipes/resnet20_qat_$1.yaml" "${COMMON[@]}" \
+        --out "$RUNS/$1" --repeats 3 --latency-batch 64 $(resume "$RUNS/$1") | tail -n 1 \
+        > "$RUNS/$1.json"
+}
+mkdir -p "$RUNS"
+(
+    .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
+        | tail -n 1 > "$RUNS/fp32.json"
+    qat lsq_w4a4
+    qat pact_w4a4
+) &
+(
+    qat w8a8
+    qat dorefa_w4a4
+) &
+wait
+.venv/bin/python benchmarks/qat_summary.py "$RUNS"

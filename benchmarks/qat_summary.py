@@ -1,0 +1,71 @@
+"""Collect the runs of ``benchmarks/qat_resnet20.sh`` into one table.
+
+Reads ``RUNS/<name>.json`` (the last JSON line of each run) and writes
+``benchmarks/results/qat_resnet20.{json,md}``: top-1 after 10 epochs of each quantization-aware
+training beside the fp32 model fine-tuned for the same epochs, and the gap to it.
+
+    .venv/bin/python benchmarks/qat_summary.py runs/bench/qat_resnet20
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from torchslim.core.fileio import atomic_write_text
+from torchslim.pipelines.common import machine_meta
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = [
+    ("fp32", "fp32, fine-tuned", None),
+    ("w8a8", "W8A8 (int8 weights per channel, uint8 activations, observer ranges)", 0.1),
+    ("lsq_w4a4", "LSQ W4A4 (learned step sizes)", 2.0),
+    ("dorefa_w4a4", "DoReFa W4A4", None),
+    ("pact_w4a4", "PACT W4A4 (DoReFa weights)", None),
+]
+
+
+def main(runs: Path) -> None:
+    rows = []
+    results = {name: json.loads((runs / f"{name}.json").read_text())
+               for name, _, _ in RUNS if (runs / f"{name}.json").is_file()}
+    dense = results.get("fp32", {}).get("top1")
+    for name, label, target in RUNS:
+        if name not in results:
+            rows.append({"run": name, "label": label, "top1": None, "note": "not run"})
+            continue
+        top1 = results[name]["top1"]
+        gap = None if dense is None or name == "fp32" else round(top1 - dense, 2)
+        met = None if target is None or gap is None else gap >= -target
+        rows.append({"run": name, "label": label, "top1": round(top1, 2), "gap": gap,
+                     "target": target, "met": met, "epochs": results[name].get("epochs")})
+    meta = {**machine_meta(), "runs": str(runs)}
+    lines = [
+        "# Quantization-aware training, ResNet-20, JPEG CIFAR-10",
+        "",
+        "Every run starts from the pretrained ResNet-20 (81.03 %) and trains 10 epochs (SGD, lr "
+        "0.02, cosine, batch 128, crop and flip) on the 50,000 JPEG training images; top-1 on the "
+        "10,000 JPEG test images, in PyTorch (the quantizers simulate the integer arithmetic). "
+        "Produced by `benchmarks/qat_resnet20.sh`.",
+        "",
+        f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+        "",
+        "| run | top-1 % | vs fp32 fine-tuned | target |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        gap = "" if row.get("gap") is None else f"{row['gap']:+.2f}"
+        target = "" if row.get("target") is None else (
+            f"within {row['target']}: {'met' if row['met'] else 'missed'}")
+        top1 = "—" if row["top1"] is None else f"{row['top1']:.2f}"
+        lines.append(f"| {row['label']} | {top1} | {gap} | {target} |")
+    results_dir = ROOT / "benchmarks" / "results"
+    atomic_write_text(results_dir / "qat_resnet20.json",
+                      json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(results_dir / "qat_resnet20.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "bench" / "qat_resnet20")
