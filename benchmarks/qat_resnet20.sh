@@ -22,9 +22,9 @@ qat() {
 }
 mkdir -p "$RUNS"
 (
+    qat lsq_w4a4
     .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
         | tail -n 1 > "$RUNS/fp32.json"
-    qat lsq_w4a4
     qat pact_w4a4
 ) &
 (

@@ -64,3 +64,15 @@ def test_readme_register_module_example_makes_a_custom_layer_prunable(capsys):
     finally:
         MODULES.pop(namespace.get("Scale"), None)
     assert "0: 8 channels over 0, 1, 2; prunable" in capsys.readouterr().out
+
+
+def test_readme_quantization_example_runs(tmp_path, monkeypatch):
+    example = next(block for block in python_blocks() if "QuantConfig(" in block)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(tmp_path / "r20_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert namespace["quantized"] is not namespace["model"]

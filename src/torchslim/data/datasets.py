@@ -93,6 +93,23 @@ class ArrayDataset(Dataset):
         keep = torch.randperm(len(self), generator=generator)[:count].sort().values
         return ArrayDataset(self.images[keep], self.labels[keep], self.classes, self.augmentation)
 
+    def first_per_class(self, count: int) -> ArrayDataset:
+        """The first ``count`` images of every class, in file order (a balanced, repeatable
+        calibration set; every image when ``count`` covers them all).
+
+        >>> ds = ArrayDataset(torch.zeros(6, 2, 2, 1, dtype=torch.uint8),
+        ...                   torch.tensor([0, 0, 0, 1, 1, 1]), ["a", "b"])
+        >>> ds.first_per_class(2).labels.tolist()
+        [0, 0, 1, 1]
+        """
+        if count < 1:
+            raise UserError(f"images per class must be at least 1, got {count}")
+        keep = torch.cat([
+            torch.nonzero(self.labels == label).flatten()[:count]
+            for label in range(self.num_classes)
+        ]).sort().values
+        return ArrayDataset(self.images[keep], self.labels[keep], self.classes, self.augmentation)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image as :meth:`__getitem__` returns it."""

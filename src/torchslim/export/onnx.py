@@ -249,6 +249,7 @@ def session(path: str | os.PathLike, threads: int | None = None, optimized: str 
         options.inter_op_num_threads = 1
     if optimized is not None:
         options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 3  # the warning that the file is machine specific
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
