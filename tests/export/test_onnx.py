@@ -55,9 +55,7 @@ def test_int8_export_runs_integer_kernels_and_agrees_with_the_simulation(digits_
     assert int8.stat().st_size < 0.35 * fp32.stat().st_size
     report = runtime_report(int8, tmp_path)
     assert report.ops["QLinearConv"] == 3
-    assert report.float_nodes == [
-        "Gemm '/classifier/Gemm': its output is not quantized (the model's output)"
-    ]
+    assert report.ops["QGemm"] == 1 and report.float_nodes == []
     x, _ = next(iter(test))
     runtime = session(int8).run(None, {"input": x.numpy()})[0].argmax(1)
     simulated = quantized(x).argmax(1).numpy()
@@ -71,3 +69,40 @@ def test_an_unexportable_model_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="torch.onnx cannot export Product: .*cumprod"):
         export_onnx(Product(), torch.zeros(1, 3), tmp_path / "bad.onnx")
+
+
+def test_narrower_weight_grids_are_stored_as_int8_on_their_own_grid(digits_model, tmp_path):
+    train = BatchLoader(load_digits("train"), 128, normalization="digits")
+    quantized = quantize(digits_model, QuantConfig(observer="minmax", weight_bits=7), train,
+                         torch.zeros(1, 1, 8, 8))
+    path = export_onnx(quantized, torch.zeros(1, 1, 8, 8), tmp_path / "w7.onnx")
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+               if init.name.endswith("_quantized")}
+    assert len(weights) == 4 and not any(init.name.endswith(".weight")
+                                         for init in graph.initializer)
+    for values in weights.values():
+        assert values.dtype == np.int8 and -64 <= values.min() and values.max() <= 63
+    x, _ = next(iter(BatchLoader(load_digits("test"), 450, normalization="digits")))
+    runtime = session(path).run(None, {"input": x.numpy()})[0]
+    simulated = quantized(x).detach().numpy()
+    # 7-bit weights keep ONNX Runtime's int8 x uint8 kernels out of int16 saturation
+    assert np.abs(runtime - simulated).max() < 0.02 * np.abs(runtime).max()
+    assert (runtime.argmax(1) == simulated.argmax(1)).mean() >= 0.995
+
+
+@pytest.mark.parametrize("excluded", ["features.0.0", "features.1.0"])
+def test_layers_kept_in_float_stay_float_in_onnx_runtime(digits_model, tmp_path, excluded):
+    train = BatchLoader(load_digits("train"), 128, normalization="digits")
+    config = QuantConfig(observer="minmax", weight_bits=7, exclude=(excluded,))
+    quantized = quantize(digits_model, config, train, torch.zeros(1, 1, 8, 8))
+    path = export_onnx(quantized, torch.zeros(1, 1, 8, 8), tmp_path / "mixed.onnx")
+    report = runtime_report(path, tmp_path)
+    assert report.ops["QLinearConv"] == 2 and report.ops["Conv"] >= 1
+    x, _ = next(iter(BatchLoader(load_digits("test"), 450, normalization="digits")))
+    runtime = session(path).run(None, {"input": x.numpy()})[0]
+    simulated = quantized(x).detach().numpy()
+    assert (runtime.argmax(1) == simulated.argmax(1)).mean() >= 0.995
+    assert np.abs(runtime - simulated).max() < 0.02 * np.abs(runtime).max()

@@ -32,7 +32,7 @@ def test_range_is_widened_to_contain_zero():
 def test_symmetric_signed_and_unsigned():
     spec = QuantSpec.weights(per_channel=False)
     scale, zero = qparams(torch.tensor(-0.5), torch.tensor(2.0), spec)
-    assert torch.isclose(scale, torch.tensor(2.0 / 127.5)) and int(zero) == 0
+    assert torch.isclose(scale, torch.tensor(2.0 / 127)) and int(zero) == 0  # [-127, 127]
     unsigned = QuantSpec(8, signed=False, symmetric=True)
     assert int(qparams(torch.tensor(-1.0), torch.tensor(1.0), unsigned)[1]) == 128
 

@@ -114,3 +114,28 @@ def test_a_quantized_model_saves_and_reloads_with_weights_only(tmp_path):
     assert torch.equal(fresh.eval()(x), quantized(x))
     weights = fresh.features[1][0].quantized_weight()
     assert len(torch.unique(weights[0])) <= 16  # 4-bit weights
+
+
+def test_equalization_and_bias_correction_through_the_config_and_reload(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("demo_cnn").eval()
+    batches = [torch.randn(16, 1, 8, 8) for _ in range(3)]
+    plain = quantize(model, QuantConfig(weight_bits=4), batches, torch.zeros(1, 1, 8, 8))
+    config = QuantConfig(weight_bits=4, equalize=True, bias_correction=True)
+    refined = quantize(model, config, iter(batches), torch.zeros(1, 1, 8, 8))
+    assert model.features[0][1].__class__ is nn.BatchNorm2d  # the original is untouched
+    x = torch.cat(batches)
+    with torch.no_grad():
+        reference = model(x)
+        error_plain = (plain(x) - reference).mean(0).abs().mean()
+        error_refined = (refined(x) - reference).mean(0).abs().mean()
+    assert error_refined < error_plain
+    assert refined.features[0][0].layer.bias is not None  # bias correction created one
+    path = tmp_path / "refined.pt"
+    save_compressed(refined, path, meta={"edits": [quantization_record(refined)]})
+    fresh = load_weights(create_model("demo_cnn"), path)
+    assert torch.equal(fresh.eval()(x), refined(x))
+    with pytest.raises(UserError, match="refine post-training quantization"):
+        QuantConfig(method="lsq", bias_correction=True)
+    with pytest.raises(UserError, match="fold_bn=True"):
+        QuantConfig(equalize=True, fold_bn=False)

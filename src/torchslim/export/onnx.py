@@ -45,7 +45,7 @@ INTEGER_OPS = {
     "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
     "QLinearSoftmax", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
     "MatMulIntegerToFloat", "DynamicQuantizeLinear", "QAttention", "QLinearReduceMean",
-    "QLinearWhere", "QLinearHardSigmoid",
+    "QLinearWhere", "QLinearHardSigmoid", "DynamicQuantizeLSTM",
 }
 #: Ops that only convert, move or select values: they run on whatever type they get.
 CONVERSION_OPS = {
@@ -138,7 +138,18 @@ def _constants(graph) -> dict[str, np.ndarray]:
                     values[node.output[0]] = numpy_helper.to_array(attribute.t)
         elif node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
+        elif node.op_type in _FOLDABLE and node.input and all(
+            name in values for name in node.input
+        ):  # a narrower-than-8-bit weight grid's clip, a bias rounded to its int32 grid
+            values[node.output[0]] = _FOLDABLE[node.op_type](*(values[n] for n in node.input))
     return values
+
+
+#: Element-wise ops on constants that :func:`pack_int8` evaluates to find constant weights.
+_FOLDABLE = {
+    "Min": np.minimum, "Max": np.maximum, "Mul": np.multiply, "Sub": np.subtract,
+    "Add": np.add, "Round": np.round,  # ONNX's Round and numpy's both round half to even
+}
 
 
 def pack_int8(proto) -> dict[str, int]:
@@ -227,19 +238,31 @@ def pack_int8(proto) -> dict[str, int]:
 
 
 def _drop_unused(graph) -> None:
-    used = {name for node in graph.node for name in node.input}
-    used |= {output.name for output in graph.output}
+    """Remove nodes none of whose outputs are used (repeatedly), then unused initializers."""
+    outputs = {output.name for output in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [node for node in graph.node if not any(out in used for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
     keep = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    for node in [n for n in graph.node if n.op_type == "Constant"]:
-        if node.output[0] not in used:
-            graph.node.remove(node)
+
+
+#: ONNX Runtime passes a session must disable to run the exported model as it was quantized:
+#: ``WeightBiasQuantization`` (ONNX Runtime 1.20+) quantizes the float weights of a Conv/Gemm whose
+#: input comes from a DequantizeLinear to int8 per tensor, so a layer kept in float next to int8
+#: ones would not stay in float.
+KEEP_FLOAT = ["WeightBiasQuantization"]
 
 
 def session(path: str | os.PathLike, threads: int | None = None, optimized: str | None = None):
     """An ONNX Runtime CPU session (``threads`` intra-op threads; the graph optimised ONNX
-    Runtime runs is written to ``optimized`` when given)."""
+    Runtime runs is written to ``optimized`` when given), with the passes in :data:`KEEP_FLOAT`
+    disabled (pass ``disabled_optimizers=KEEP_FLOAT`` to your own sessions too)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -250,7 +273,8 @@ def session(path: str | os.PathLike, threads: int | None = None, optimized: str 
     if optimized is not None:
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the warning that the file is machine specific
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=KEEP_FLOAT)
 
 
 @dataclass

@@ -8,9 +8,12 @@ left in float, an int8 kernel that saturates), so it first tries each layout in 
 
 =========  =========================================================================================
 ``u8s8``   int8 weights, uint8 activations: ONNX Runtime's default and fastest on most CPUs, but
-           on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) its int16 intermediate sums can
-           saturate, and the int8 model then computes something else than it was calibrated for
-``u8u8``   uint8 weights and activations: no saturation, a slower kernel
+           on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) its int16 intermediate sums
+           (``uint8 * int8 + uint8 * int8``) can saturate, and the int8 model then computes
+           something else than it was calibrated for
+``u8s7``   the same kernels with 7-bit weights (-63..63, ONNX Runtime's "reduce range"): the
+           pair sums cannot saturate, at the cost of one bit of weight precision
+``u8u8``   uint8 weights and activations: no saturation, a slower kernel on x86
 ``s8s8``   int8 weights and activations
 =========  =========================================================================================
 
@@ -62,9 +65,18 @@ from ..train import evaluate
 #: Weight and activation signedness of each layout (see the module docstring).
 LAYOUTS = {
     "u8s8": {"signed_weights": True, "signed_activations": False},
+    "u8s7": {"signed_weights": True, "signed_activations": False, "weight_bits": 7},
     "u8u8": {"signed_weights": False, "signed_activations": False},
     "s8s8": {"signed_weights": True, "signed_activations": True},
 }
+
+
+def layout_config(config: QuantConfig, layout: str) -> QuantConfig:
+    """``config`` in ``layout`` (a narrower weight grid than the layout's is kept)."""
+    changes = dict(LAYOUTS[layout])
+    if "weight_bits" in changes:
+        changes["weight_bits"] = min(changes["weight_bits"], config.weight_bits)
+    return dataclasses.replace(config, **changes)
 FAITHFUL = 0.99
 
 
@@ -151,7 +163,7 @@ def quantize_and_export(
     out_dir: str | Path,
     *,
     num_classes: int,
-    layouts: Sequence[str] = ("u8s8", "u8u8"),
+    layouts: Sequence[str] = ("u8s8", "u8s7"),
     check_images: int = 1000,
     latency_batch: int = 256,
     repeats: int = 20,
@@ -171,9 +183,9 @@ def quantize_and_export(
     check = _inputs(calibration, check_images)
     trials, models = [], {}
     for layout in layouts:
-        layout_config = dataclasses.replace(config, **LAYOUTS[layout])
+        config_here = layout_config(config, layout)
         started = time.perf_counter()
-        quantized = quantize(model, layout_config, calibration, example_input)
+        quantized = quantize(model, config_here, calibration, example_input)
         seconds = time.perf_counter() - started
         path = export_onnx(quantized, example_input, out / f"model_int8_{layout}.onnx")
         trials.append(LayoutTrial(
@@ -182,7 +194,7 @@ def quantize_and_export(
             _latency(path, input_shape, latency_batch, max(3, repeats // 4), threads),
             runtime_report(path, out).float_nodes, seconds,
         ))
-        models[layout] = (quantized, layout_config, path)
+        models[layout] = (quantized, config_here, path)
     faithful = [t for t in trials if t.faithful] or [max(trials, key=lambda t: t.agreement)]
     chosen = min(faithful, key=lambda t: t.latency_bn_ms).layout
     quantized, chosen_config, int8_path = models[chosen]

@@ -13,7 +13,16 @@ Example::
     torch.Size([2, 4])
 """
 
+from .bias_correction import correct_bias, ensure_biases, mean_output_error
 from .config import METHODS, QuantConfig
+from .dynamic import (
+    dynamic_layers,
+    load_dynamic,
+    quantize_dynamic,
+    quantize_dynamic_onnx,
+    save_dynamic,
+)
+from .equalize import equalize
 from .fake import (
     ClippedLinear,
     DoReFaWeight,
@@ -46,8 +55,33 @@ from .prepare import (
     weight_quantizers,
 )
 from .qparams import QuantSpec, fake_quantize, qparams
+from .sensitivity import SensitivityReport, SensitivityRow, quantization_sensitivity
+from .weight_only import (
+    PackedWeight,
+    load_weight_only,
+    quantize_weights,
+    read_weight_only,
+    save_weight_only,
+)
 
 __all__ = [
+    "SensitivityReport",
+    "SensitivityRow",
+    "correct_bias",
+    "ensure_biases",
+    "equalize",
+    "mean_output_error",
+    "quantization_sensitivity",
+    "PackedWeight",
+    "dynamic_layers",
+    "load_dynamic",
+    "load_weight_only",
+    "quantize_dynamic",
+    "quantize_dynamic_onnx",
+    "quantize_weights",
+    "read_weight_only",
+    "save_dynamic",
+    "save_weight_only",
     "METHODS",
     "OBSERVERS",
     "ClippedLinear",

@@ -35,7 +35,10 @@ class QuantConfig:
     ``center``, ``exclude`` (layer names or patterns kept in float), ``method`` (see
     :data:`METHODS`), ``fold_bn`` (fold BatchNorms into the convolutions before quantizing;
     quantization-aware training keeps them, with the folded weight quantized), the moving-average
-    observer's ``momentum`` and PACT's initial clipping level ``pact_alpha``.
+    observer's ``momentum`` and PACT's initial clipping level ``pact_alpha``. Post-training
+    refinements (Nagel et al. 2019): ``equalize`` (cross-layer equalization of the weights'
+    per-channel ranges before quantizing) and ``bias_correction`` (each layer's bias absorbs
+    the mean error quantization adds to its outputs on the calibration data).
     """
 
     weight_bits: int = 8
@@ -52,6 +55,8 @@ class QuantConfig:
     fold_bn: bool = True
     momentum: float = 0.01
     pact_alpha: float = 8.0
+    equalize: bool = False
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "activation_bits"):
@@ -73,6 +78,11 @@ class QuantConfig:
             raise UserError(f"the scale multiplier must be > 0, got {self.multiplier}")
         if self.center not in ("zero", "min"):
             raise UserError(f"the multiplier's centre is 'zero' or 'min', got {self.center!r}")
+        if (self.equalize or self.bias_correction) and self.method != "static":
+            raise UserError("equalize and bias_correction refine post-training quantization "
+                            f"(method 'static'), not '{self.method}'")
+        if self.equalize and not self.fold_bn:
+            raise UserError("equalize needs the BatchNorms folded (fold_bn=True)")
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def weight_spec(self) -> QuantSpec:

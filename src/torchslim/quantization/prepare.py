@@ -16,7 +16,8 @@ after every value an int8 runtime requantizes:
   shares the scale and zero point of their input's (exact, and what lets the runtime run them
   on int8).
 
-Layers named in ``config.exclude`` stay in float: no weight quantizer, no quantizer after them.
+Layers named in ``config.exclude`` stay in float: no weight quantizer, no quantizer after them,
+and none on a model input that only they read.
 
 :func:`calibrate` runs batches through the prepared model with the observers recording (nothing
 is rounded yet); :func:`freeze` fixes every scale and zero point; :func:`quantize` does the three.
@@ -39,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import itertools
 import operator
 from collections.abc import Iterable
 from typing import Any
@@ -53,7 +55,9 @@ from ..core.errors import UserError, did_you_mean
 from ..core.modules import eval_mode
 from ..core.names import match_names
 from ..graph.frontends import LeafTracer
+from .bias_correction import correct_bias
 from .config import QuantConfig
+from .equalize import equalize
 from .fake import (
     ClippedLinear,
     DoReFaWeight,
@@ -63,7 +67,7 @@ from .fake import (
     Quantizer,
     SharedQuantize,
 )
-from .fold import fold_into, foldable_pairs
+from .fold import fold_batchnorms, fold_into, foldable_pairs
 from .modules import QuantConv, QuantConvBn, QuantLinear
 from .observers import make_observer
 
@@ -311,6 +315,12 @@ def _insert_activation_quantizers(
                 continue
         own.append(node)
         grid[node] = node
+    def float_users_only(node: fx.Node) -> bool:  # a model input only excluded layers read
+        return node.op == "placeholder" and bool(node.users) and all(
+            user.op == "call_module" and user.target in excluded for user in node.users)
+
+    referenced = set(shared.values())
+    own = [node for node in own if node in referenced or not float_users_only(node)]
     names = {}
     for node in own:
         names[node] = f"quant_{node.name}"
@@ -388,9 +398,23 @@ def quantize(
     inplace: bool = False,
 ) -> nn.Module:
     """Post-training static quantization: :func:`prepare`, :func:`calibrate`, :func:`freeze`
-    (of a copy, unless ``inplace``)."""
+    (of a copy, unless ``inplace``); with ``config.equalize`` the weights are first equalized
+    across layers, with ``config.bias_correction`` the biases then absorb the mean output error
+    on the same batches."""
+    if config.equalize:
+        if not inplace:
+            model, inplace = copy.deepcopy(model), True
+        with eval_mode(model):
+            fold_batchnorms(model)
+            equalize(model, example_input)
+    reference = None
+    if config.bias_correction:
+        batches = list(itertools.islice(batches, num_batches))
+        reference = copy.deepcopy(model)
     prepared = prepare(model, example_input, config, inplace=inplace)
     calibrate(prepared, batches, num_batches)
     freeze(prepared)
+    if reference is not None:
+        correct_bias(reference, prepared, batches, max_batches=num_batches)
     return prepared
 

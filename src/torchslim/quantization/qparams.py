@@ -7,8 +7,10 @@ maps to zero exactly, the range is ``[-m, m]``) or affine, and per tensor or per
 
 * affine: ``scale = (hi - lo) / (q_max - q_min)``, ``zero_point = round(q_min - lo / scale)``,
   clamped to the grid (the range is first widened to contain 0, so 0 is exact);
-* symmetric: ``scale = max(|lo|, |hi|) / ((q_max - q_min) / 2)``, ``zero_point = 0`` (signed)
-  or the middle of the grid (unsigned);
+* symmetric: ``scale = max(|lo|, |hi|) / ((q_max - q_min) // 2)``, ``zero_point = 0`` (signed)
+  or the middle of the grid (unsigned): the restricted range ``[-127, 127]`` at 8 bits, whose
+  ends are grid points (with ``/ 127.5`` they fall half-way between two, a tie that torch and
+  ONNX Runtime round differently);
 * ``multiplier`` (seed 001's alpha): the scale becomes ``alpha * scale``, centred at zero (the
   zero point is kept) or at the minimum (``center="min"``: ``zero_point = round(q_min - lo /
   scale')``, so the minimum stays on the grid's first step).
@@ -21,8 +23,8 @@ Example::
     >>> round(float(scale), 6), int(zero)
     (0.015686, 64)
     >>> scale, zero = qparams(torch.tensor(-0.5), torch.tensor(2.0), QuantSpec.weights())
-    >>> round(float(scale), 6), int(zero)
-    (0.015686, 0)
+    >>> round(float(scale), 6), int(zero)  # 2 / 127
+    (0.015748, 0)
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ def qparams(
     eps = torch.finfo(torch.float32).eps
     if spec.symmetric:
         bound = torch.maximum(-lo, hi)
-        scale = torch.clamp(bound / ((q_max - q_min) / 2), min=eps)
+        # restricted range ([-127, 127] for int8): the range's ends fall on grid points, not
+        # half-way between two (a tie that runtimes and torch round differently)
+        scale = torch.clamp(bound / ((q_max - q_min) // 2), min=eps)
         zero = torch.full_like(scale, 0 if spec.signed else (q_max + q_min + 1) // 2)
     else:
         scale = torch.clamp((hi - lo) / (q_max - q_min), min=eps)

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..core.edits import register_edit
 from ..core.errors import UserError
+from .bias_correction import ensure_biases
 from .config import QuantConfig
 from .fake import Quantizer
 from .prepare import is_prepared, prepare
@@ -57,6 +58,8 @@ def apply_quantization(model: nn.Module, record: Mapping[str, Any]) -> nn.Module
                         f"(this torchslim writes version {RECORD_VERSION})")
     config = QuantConfig.from_dict(dict(record["config"]))
     prepare(model, torch.zeros(1, *record["input_shape"]), config, inplace=True)
+    if config.bias_correction:
+        ensure_biases(model)  # corrected layers that had no bias have one now
     for quantizer in model.modules():
         if isinstance(quantizer, Quantizer):
             quantizer.observing, quantizer.quantizing = False, True
