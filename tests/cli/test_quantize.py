@@ -60,6 +60,15 @@ def test_quantize_writes_int8_onnx_that_onnx_runtime_runs_and_measures_it(traine
     again = last_json(capsys.readouterr().out)
     assert again["int8"] is True
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(again["path"]).graph.node}
+    # torchslim bench --onnx: PyTorch rows, and ONNX Runtime rows in fp32 and int8
+    assert main(["bench", "--model", f"demo_cnn={trained}", "--model",
+                 f"demo_cnn={out / 'quantized.pt'}", "--data", "digits", "--onnx",
+                 "--latency-batch", "16", "--repeats", "2", "--out", tmp_path / "b",
+                 "--json"]) == 0
+    bench = last_json(capsys.readouterr().out)["rows"]
+    assert [row["runtime"] for row in bench] == ["pytorch", "onnxruntime"] * 2
+    assert [row["notes"] for row in bench[1::2]] == ["fp32 ONNX", "int8 ONNX"]
+    assert bench[3]["top1"] == pytest.approx(int8["top1"])
 
 
 def test_export_writes_fp32_onnx_of_any_model(trained, tmp_path, capsys):

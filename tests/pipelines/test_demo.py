@@ -10,7 +10,7 @@ from torchslim.pipelines.demo import run_demo
 @pytest.mark.slow
 def test_demo_adds_agp_and_thinned_filter_rows(tmp_path):
     result = run_demo(tmp_path, epochs=4, quiet=True, repeats=2, finetune_epochs=4)
-    dense, agp, filters = result["rows"]
+    dense, agp, filters, fp32_onnx, int8_onnx = result["rows"]
     assert dense["name"] == "demo_cnn (dense)"
     assert agp["notes"] == "recipe demo_agp"
     assert filters["notes"] == "recipe demo_filters"
@@ -20,3 +20,10 @@ def test_demo_adds_agp_and_thinned_filter_rows(tmp_path):
     assert (tmp_path / "demo_agp" / "schedule.txt").is_file()
     assert (tmp_path / "demo_filters" / "compressed.pt").is_file()
     assert "demo_cnn (filters -40 %, thinned)" in (tmp_path / "bench.md").read_text()
+    # the PTQ row runs in ONNX Runtime, beside the fp32 model there
+    assert fp32_onnx["runtime"] == int8_onnx["runtime"] == "onnxruntime"
+    assert int8_onnx["name"] == "demo_cnn (int8 PTQ, ONNX Runtime)"
+    assert int8_onnx["top1"] >= fp32_onnx["top1"] - 2.0
+    assert int8_onnx["file_bytes"] < 0.4 * fp32_onnx["file_bytes"]
+    assert result["files"]["int8_onnx"].endswith("model_int8.onnx")
+    assert (tmp_path / "quantized" / "model_int8.onnx").is_file()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from ..bench import BenchTable
-from ..bench.measure import measure_row
+from ..bench.measure import measure_onnx_row, measure_row
 from ..core.errors import UserError
+from ..export.onnx import export_onnx
 from ..models import get_model_spec
 from ..pipelines.common import build_model, machine_meta
+from ..quantization import is_prepared
 from .common import Emit, add_common, add_data_args, load_split, make_loader, positive_int
 
 
@@ -25,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads to time (default: torch's own)")
     p.add_argument("--repeats", type=positive_int, default=20, help="(default: 20)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also export every model to ONNX (int8 QDQ for a quantized one) and "
+                   "add its ONNX Runtime row")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="(default: runs/bench)")
     p.add_argument("--stem", default="bench",
                    help="file names: STEM.md, STEM.csv, STEM.json (default: bench)")
@@ -55,6 +62,16 @@ def run_bench(args: argparse.Namespace, emit: Emit) -> None:
             repeats=args.repeats, threads=args.threads,
             file_bytes=Path(weights).stat().st_size if weights else None,
         ))
+        if args.onnx:
+            kind = "int8" if is_prepared(model) else "fp32"
+            path = export_onnx(model.eval(), torch.zeros(1, *dataset.image_shape),
+                               args.out / "onnx" / f"{args.stem}_{len(rows)}_{kind}.onnx")
+            rows.append(measure_onnx_row(
+                f"{label} (ONNX Runtime)", path, model, dataset.image_shape,
+                make_loader(args, spec, dataset), num_classes=dataset.num_classes,
+                latency_batch=args.latency_batch, repeats=args.repeats, threads=args.threads,
+                notes=f"{kind} ONNX",
+            ))
     table = BenchTable(rows, meta={**machine_meta(), "dataset": args.data, "split": args.split,
                                    "images": len(dataset)})
     paths = table.write(args.out, stem=args.stem)

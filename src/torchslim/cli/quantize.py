@@ -52,6 +52,10 @@ def register(sub) -> None:
                    help="scale multiplier alpha on every activation scale (default: 1.0)")
     p.add_argument("--center", default="zero", choices=["zero", "min"],
                    help="what the multiplier keeps fixed (default: zero)")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer equalization of the weights before quantizing")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="biases absorb the mean output error on the calibration images")
     p.add_argument("--layouts", nargs="+", default=["u8s8", "u8s7"], choices=list(LAYOUTS),
                    help="int8 layouts to try in ONNX Runtime (u8s7: 7-bit weights, which x86 "
                    "CPUs without VNNI need to stay exact); the fastest faithful one is kept "
@@ -83,7 +87,8 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
     config = QuantConfig(
         weight_bits=args.weight_bits, activation_bits=args.activation_bits,
         per_channel=not args.per_tensor, observer=args.observer, exclude=tuple(args.exclude),
-        multiplier=args.multiplier, center=args.center,
+        multiplier=args.multiplier, center=args.center, equalize=args.equalize,
+        bias_correction=args.bias_correction,
     )
     evaluation = load_split(args, args.split)
     calibration = load_dataset(args.data, args.calibration_split, progress=not args.quiet)

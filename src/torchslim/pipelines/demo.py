@@ -1,5 +1,6 @@
 """The main job: train the demo CNN on the digits data, evaluate, summarise, compress it with two
-recipes (gradual pruning; filter pruning with thinning) and benchmark all three side by side.
+recipes (gradual pruning; filter pruning with thinning) and with post-training int8
+quantization (run in ONNX Runtime beside the fp32 model there), and benchmark them side by side.
 
 Everything lands under one output folder (``runs/demo`` from the command line)::
 
@@ -12,13 +13,19 @@ Example (a short run)::
     >>> result = run_demo(tempfile.mkdtemp(), epochs=1, quiet=True, repeats=2, finetune_epochs=1)
     >>> sorted(result["files"])[:3]
     ['bench_csv', 'bench_json', 'bench_md']
-    >>> [row["name"] for row in result["rows"]]
-    ['demo_cnn (dense)', 'demo_cnn (AGP 80 %)', 'demo_cnn (filters -40 %, thinned)']
+    >>> for row in result["rows"]:
+    ...     print(row["name"])
+    demo_cnn (dense)
+    demo_cnn (AGP 80 %)
+    demo_cnn (filters -40 %, thinned)
+    demo_cnn (dense, ONNX Runtime)
+    demo_cnn (int8 PTQ, ONNX Runtime)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,13 @@ from ..bench import BenchTable, plot_tradeoff
 from ..bench.measure import measure_row
 from ..data import BatchLoader, load_digits
 from ..models import create_model, get_model_spec
+from ..quantization import QuantConfig
 from ..recipe import load_recipe
 from ..recipes import recipe_path
 from ..train import TrainConfig, Trainer, evaluate, seed_everything
 from .common import machine_meta, write_eval_outputs, write_summary
 from .compress import compress
+from .quantize import quantize_and_export
 
 MODEL = "demo_cnn"
 #: The compressed rows of the demo: (a recipe shipped in :mod:`torchslim.recipes`, row label),
@@ -101,6 +110,18 @@ def run_demo(
             label, run.model, spec.input_shape, test_batches, **measure,
             file_bytes=run.model_path.stat().st_size, notes=f"recipe {recipe_name}",
         ))
+    # post-training int8 of the dense model, calibrated on 20 training images of each class
+    calibration = BatchLoader(train_set.first_per_class(20), 100,
+                              normalization=spec.normalization)
+    ptq = quantize_and_export(
+        model, QuantConfig(observer="histogram"), calibration, test_batches,
+        torch.zeros(1, *spec.input_shape), out / "quantized", num_classes=test_set.num_classes,
+        latency_batch=256, repeats=repeats,
+    )
+    fp32_onnx, int8_onnx = ptq.rows[2], ptq.rows[3]
+    rows.append(dataclasses.replace(fp32_onnx, name="demo_cnn (dense, ONNX Runtime)"))
+    rows.append(dataclasses.replace(int8_onnx, name="demo_cnn (int8 PTQ, ONNX Runtime)",
+                                    notes=f"{int8_onnx.notes}; layout {ptq.chosen}"))
     table = BenchTable(rows, meta={**machine_meta(), "dataset": "digits", "split": "test",
                                    "images": len(test_set)})
     files = {f"bench_{kind}": str(path) for kind, path in table.write(out).items()}
@@ -109,6 +130,7 @@ def run_demo(
     files.update(
         plot=str(plot_path), model=str(out / "train" / "model.pt"),
         summary=str(out / "summary.txt"), eval=str(out / "eval" / "report.txt"),
+        int8_onnx=ptq.files["int8_onnx"], quantize_report=ptq.files["report"],
     )
     if not quiet:
         print(result.format_report())
@@ -116,6 +138,8 @@ def run_demo(
         print(summary.format_table())
         print()
         print(table.format_text())
+        print()
+        print(ptq.verdict)
         print(f"\noutputs in {out}/")
     return {
         "top1": result.top1,

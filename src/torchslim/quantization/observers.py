@@ -158,7 +158,9 @@ class HistogramObserver(Observer):
         return self.lo.numel() > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = x.detach().float().reshape(-1)
+        values = x.detach().float()
+        order = sorted(range(values.dim()), key=lambda d: -values.stride(d))
+        values = values.permute(order).reshape(-1)  # a view for any dense layout
         lo, hi = values.min(), values.max()
         if not self.observed:
             self.lo, self.hi = lo, torch.maximum(hi, lo + 1e-8)
