@@ -37,3 +37,22 @@ def test_checkpoint_of_the_other_resnet_is_refused(shared_dir, capsys):
     assert code == 2
     assert "does not fit model 'cifar_resnet20'" in captured.err
     assert captured.err.count("\n") == 1
+
+
+def test_resnet20_int8_in_onnx_runtime_is_faithful_and_accurate(shared_dir, session_cache,
+                                                                 capsys, tmp_path):
+    code, captured = run(["quantize", "--model", "cifar_resnet20", "--weights",
+                          shared_dir / "models" / "resnet20-12fca82f.th", "--data",
+                          shared_dir / "data" / "cifar10-jpeg.tar.gz", "--limit", "2000",
+                          "--calibration-images", "500", "--layouts", "u8s7",
+                          "--latency-batch", "16", "--repeats", "2", "--out", tmp_path,
+                          "--json", "--quiet"], capsys)
+    assert code == 0, captured.err
+    payload = json.loads(captured.out.strip().splitlines()[-1])
+    rows = {row["name"]: row for row in payload["rows"]}
+    fp32, int8 = rows["fp32 (ONNX Runtime)"], rows["int8 u8s7 (ONNX Runtime)"]
+    assert int8["top1"] >= fp32["top1"] - 0.5
+    assert int8["file_bytes"] <= 0.31 * fp32["file_bytes"]
+    trial = json.loads((tmp_path / "report.json").read_text())["trials"][0]
+    assert trial["agreement"] >= 0.995
+    assert payload["float_nodes"] == []
