@@ -110,3 +110,36 @@ def test_an_empty_calibration_split_is_one_line_exit_2(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "data/train' has no class folders" in lines[0], lines[0]
+
+
+def test_a_thinned_model_quantizes_and_its_quantized_file_reloads(trained, tmp_path, capsys):
+    from torchslim.core.storage import save_compressed
+    from torchslim.graph import build_graph
+    from torchslim.pruning import Masks
+    from torchslim.pruning.structured import FilterNormPruner
+    from torchslim.pruning.thinning import thin
+
+    model = load_weights(create_model("demo_cnn"), trained).eval()
+    x = torch.zeros(1, 1, 8, 8)
+    masks = Masks(model)
+    FilterNormPruner(0.5).apply(build_graph(model, x), masks)
+    record = thin(model, x, masks=masks)
+    thinned = tmp_path / "thin.pt"
+    save_compressed(model, thinned, meta={"model": "demo_cnn", "edits": [record]})
+    assert main(["quantize", "--model", "demo_cnn", "--weights", thinned, "--data", "digits",
+                 "--calibration-images", "100", "--layouts", "u8s7", "--latency-batch", "8",
+                 "--repeats", "2", "--out", tmp_path / "q", "--quiet"]) == 0
+    reloaded = load_weights(create_model("demo_cnn"), tmp_path / "q" / "quantized.pt")
+    assert is_prepared(reloaded)
+    assert reloaded.features[0][0].layer.out_channels == model.features[0][0].out_channels
+
+
+def test_output_paths_of_the_wrong_kind_are_one_line_exit_2(trained, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    done = run_cli("quantize", "--model", "demo_cnn", "--weights", trained, "--data", "digits",
+                   "--out", tmp_path / "afile", "--quiet", cwd=tmp_path)
+    assert done.returncode == 2 and "is a file" in done.stderr, done.stderr
+    done = run_cli("export", "--model", "demo_cnn", "--weights", trained, "--out", tmp_path,
+                   cwd=tmp_path)
+    assert done.returncode == 2 and "is a folder" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

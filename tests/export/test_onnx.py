@@ -106,3 +106,20 @@ def test_layers_kept_in_float_stay_float_in_onnx_runtime(digits_model, tmp_path,
     simulated = quantized(x).detach().numpy()
     assert (runtime.argmax(1) == simulated.argmax(1)).mean() >= 0.995
     assert np.abs(runtime - simulated).max() < 0.02 * np.abs(runtime).max()
+
+
+def test_an_all_zero_filter_with_a_bias_agrees_with_the_simulation(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 2, 1)).eval()
+    with torch.no_grad():
+        model[0].weight[1] = 0  # a pruned filter whose bias survives
+        model[0].bias[1] = 2.0
+    batches = [torch.rand(8, 3, 8, 8) * 0.5 for _ in range(2)]
+    quantized = quantize(model, QuantConfig(observer="minmax", weight_bits=7), batches,
+                         torch.zeros(1, 3, 8, 8))
+    path = export_onnx(quantized, torch.zeros(1, 3, 8, 8), tmp_path / "dead.onnx")
+    x = torch.rand(4, 3, 8, 8) * 0.5
+    runtime = session(path).run(None, {"input": x.numpy()})[0]
+    assert np.abs(runtime - quantized(x).detach().numpy()).max() < 0.05
+    assert np.abs(runtime - model(x).detach().numpy()).max() < 0.1

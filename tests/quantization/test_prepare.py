@@ -139,3 +139,30 @@ def test_equalization_and_bias_correction_through_the_config_and_reload(tmp_path
         QuantConfig(method="lsq", bias_correction=True)
     with pytest.raises(UserError, match="fold_bn=True"):
         QuantConfig(equalize=True, fold_bn=False)
+
+
+def test_equalized_model_with_an_excluded_layer_reloads(tmp_path):
+    model = create_model("demo_cnn").eval()
+    batches = [torch.randn(8, 1, 8, 8) for _ in range(2)]
+    config = QuantConfig(equalize=True, exclude=("features.0.0",))
+    quantized = quantize(model, config, batches, torch.zeros(1, 1, 8, 8))
+    path = tmp_path / "q.pt"
+    save_compressed(quantized, path, meta={"edits": [quantization_record(quantized)]})
+    fresh = load_weights(create_model("demo_cnn"), path)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(fresh.eval()(x), quantized(x))
+
+
+def test_models_holding_five_dimensional_weights_calibrate():
+    class Volume(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
+            self.head = nn.Linear(4 * 64, 2)
+
+        def forward(self, x):
+            return self.head(F.relu(self.conv(x.unsqueeze(2))).flatten(1))
+
+    quantized = quantize(Volume().eval(), QuantConfig(observer="minmax"),
+                         [torch.randn(4, 3, 8, 8)], torch.zeros(1, 3, 8, 8))
+    assert quantized(torch.randn(2, 3, 8, 8)).shape == (2, 2)

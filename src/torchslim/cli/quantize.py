@@ -12,6 +12,7 @@ from ..bench import BenchTable
 from ..core.errors import UserError
 from ..data import load_dataset
 from ..export.onnx import export_onnx
+from ..models import edit_records
 from ..pipelines.common import build_model, machine_meta
 from ..pipelines.quantize import LAYOUTS, format_report, quantize_and_export
 from ..quantization import OBSERVERS, QuantConfig, is_prepared
@@ -38,8 +39,8 @@ def register(sub) -> None:
                    help="split the observers calibrate on; never the evaluation split "
                    "(default: train)")
     p.add_argument("--calibration-images", type=positive_int, default=1000,
-                   help="calibration images: the first N / classes of every class "
-                   "(default: 1000)")
+                   help="calibration images: the first N / classes of every class, at least "
+                   "one of each (default: 1000)")
     p.add_argument("--observer", default="histogram", choices=list(OBSERVERS),
                    help="how activation ranges are chosen (default: histogram)")
     p.add_argument("--weight-bits", type=int, default=8, help="2-8 (default: 8)")
@@ -108,7 +109,8 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         num_classes=evaluation.num_classes, layouts=args.layouts,
         latency_batch=args.latency_batch, repeats=args.repeats, threads=args.threads,
         meta={**machine_meta(), "model": args.model, "weights": args.weights,
-              "dataset": args.data, "split": args.split,
+              "dataset": args.data, "split": args.split, "classes": evaluation.classes,
+              "edits": edit_records(args.weights),
               "calibration": f"{len(calibration)} images of '{args.calibration_split}'"},
     )
     if not args.quiet:
@@ -127,6 +129,9 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
 
 
 def run_export(args: argparse.Namespace, emit: Emit) -> None:
+    if args.out.is_dir():
+        raise UserError(f"--out '{args.out}' is a folder: give the ONNX file's path, e.g. "
+                        f"{args.out / 'model.onnx'}")
     model, spec = build_model(args.model, args.weights, args.num_classes)
     dims = input_shape(spec, None, args.input_shape)
     path = export_onnx(model.eval(), torch.zeros(1, *dims), args.out)

@@ -139,9 +139,10 @@ def _constants(graph) -> dict[str, np.ndarray]:
         elif node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
         elif node.op_type in _FOLDABLE and node.input and all(
-            name in values for name in node.input
+            name in values for name in node.input if name
         ):  # a narrower-than-8-bit weight grid's clip, a bias rounded to its int32 grid
-            values[node.output[0]] = _FOLDABLE[node.op_type](*(values[n] for n in node.input))
+            args = [values[name] if name else None for name in node.input]
+            values[node.output[0]] = _FOLDABLE[node.op_type](*args)
     return values
 
 
@@ -149,6 +150,7 @@ def _constants(graph) -> dict[str, np.ndarray]:
 _FOLDABLE = {
     "Min": np.minimum, "Max": np.maximum, "Mul": np.multiply, "Sub": np.subtract,
     "Add": np.add, "Round": np.round,  # ONNX's Round and numpy's both round half to even
+    "Clip": lambda x, low=None, high=None: np.clip(x, low, high),
 }
 
 

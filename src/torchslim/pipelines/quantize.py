@@ -11,8 +11,9 @@ left in float, an int8 kernel that saturates), so it first tries each layout in 
            on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) its int16 intermediate sums
            (``uint8 * int8 + uint8 * int8``) can saturate, and the int8 model then computes
            something else than it was calibrated for
-``u8s7``   the same kernels with 7-bit weights (-63..63, ONNX Runtime's "reduce range"): the
-           pair sums cannot saturate, at the cost of one bit of weight precision
+``u8s7``   the same kernels with 7-bit weights (-63..63; ONNX Runtime's own "reduce range"
+           uses -64..64): the pair sums cannot saturate, at the cost of one bit of weight
+           precision
 ``u8u8``   uint8 weights and activations: no saturation, a slower kernel on x86
 ``s8s8``   int8 weights and activations
 =========  =========================================================================================
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -144,13 +146,19 @@ def _latency(path: Path, input_shape: tuple[int, ...], batch: int, repeats: int,
     ).median_ms
 
 
-def _verdict(fp32: BenchRow, int8: BenchRow) -> str:
+def _verdict(fp32: BenchRow, int8: BenchRow, config: QuantConfig) -> str:
     speed_n = fp32.latency_bn_ms / int8.latency_bn_ms
     speed_1 = fp32.latency_b1_ms / int8.latency_b1_ms
     text = (f"int8 in ONNX Runtime is {speed_1:.2f}x the speed of fp32 at batch 1 and "
             f"{speed_n:.2f}x at batch {int8.batch_n}")
     if speed_n < 1.0 and speed_1 < 1.0:
-        return f"int8 is not faster than fp32 on this machine: {text}"
+        text = f"int8 is not faster than fp32 on this machine: {text}"
+    elif speed_n < 1.0 or speed_1 < 1.0:
+        slower = f"batch {int8.batch_n}" if speed_n < 1.0 else "batch 1"
+        text = f"int8 is not faster than fp32 at {slower} on this machine: {text}"
+    if config.activation_bits < 8:
+        text += (f"; {config.activation_bits}-bit activations export as a clip before an 8-bit "
+                 "QuantizeLinear, which ONNX Runtime runs in float")
     return text
 
 
@@ -176,6 +184,8 @@ def quantize_and_export(
     if unknown or not layouts:
         raise UserError(f"unknown layout {unknown or layouts}: choose from {', '.join(LAYOUTS)}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file: give a folder for the outputs")
     out.mkdir(parents=True, exist_ok=True)
     calibration = list(calibration)
     input_shape = tuple(example_input.shape[1:])
@@ -199,16 +209,18 @@ def quantize_and_export(
     chosen = min(faithful, key=lambda t: t.latency_bn_ms).layout
     quantized, chosen_config, int8_path = models[chosen]
     final = out / "model_int8.onnx"
-    final.write_bytes(int8_path.read_bytes())
+    os.replace(int8_path, final)
     for layout in layouts:
-        (out / f"model_int8_{layout}.onnx").unlink(missing_ok=True)
+        if layout != chosen:
+            (out / f"model_int8_{layout}.onnx").unlink(missing_ok=True)
     measure = {"num_classes": num_classes, "latency_batch": latency_batch, "repeats": repeats}
     weights = chosen_config.weight_spec().describe()
     summary = summarize(quantized, input_shape)
     simulated = evaluate(quantized, evaluation, num_classes) if evaluation is not None else None
     torch_file = out / "quantized.pt"
-    save_compressed(quantized, torch_file, meta={**(meta or {}),
-                                                 "edits": [quantization_record(quantized)]})
+    earlier = list((meta or {}).get("edits") or [])  # e.g. the input model was thinned
+    save_compressed(quantized, torch_file, meta={**(meta or {}), "edits": earlier + [
+        quantization_record(quantized)]})
     rows = [
         measure_row("fp32 (PyTorch)", model, input_shape, evaluation, threads=threads,
                     **measure),
@@ -225,7 +237,7 @@ def quantize_and_export(
                          **measure),
     ]
     report = runtime_report(final, out)
-    verdict = _verdict(rows[2], rows[3])
+    verdict = _verdict(rows[2], rows[3], chosen_config)
     run = QuantizeRun(quantized, chosen_config, chosen, trials, rows, report, verdict)
     table = BenchTable(rows, meta=dict(meta or {}))
     run.files = {kind: str(path) for kind, path in table.write(out).items()}

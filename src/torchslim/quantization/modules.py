@@ -51,7 +51,8 @@ class _QuantLayer(nn.Module):
         input_scale = inputs[0].qparams()[0].reshape(())
         weight_scale = self.weight_quantizer.qparams()[0]
         step = (input_scale * weight_scale).reshape(-1).to(bias.dtype)
-        return bias + (torch.round(bias / step) * step - bias).detach()
+        steps = torch.round(bias / step).clamp(-(2**31), 2**31 - 1)  # int32, as exported
+        return bias + (steps * step - bias).detach()
 
 
 def _conv(layer: _ConvNd, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):

@@ -108,7 +108,10 @@ def qparams(
         bound = torch.maximum(-lo, hi)
         # restricted range ([-127, 127] for int8): the range's ends fall on grid points, not
         # half-way between two (a tie that runtimes and torch round differently)
-        scale = torch.clamp(bound / ((q_max - q_min) // 2), min=eps)
+        scale = bound / ((q_max - q_min) // 2)
+        # an all-zero channel (a pruned filter) gets scale 1: its weights stay 0 and its bias
+        # keeps a grid (input scale * 1) on which it fits in int32
+        scale = torch.where(bound > 0, scale.clamp(min=eps), torch.ones_like(scale))
         zero = torch.full_like(scale, 0 if spec.signed else (q_max + q_min + 1) // 2)
     else:
         scale = torch.clamp((hi - lo) / (q_max - q_min), min=eps)

@@ -37,6 +37,7 @@ from ..core.errors import UserError
 from .bias_correction import ensure_biases
 from .config import QuantConfig
 from .fake import Quantizer
+from .fold import fold_batchnorms
 from .prepare import is_prepared, prepare
 
 RECORD_VERSION = 1
@@ -57,6 +58,8 @@ def apply_quantization(model: nn.Module, record: Mapping[str, Any]) -> nn.Module
         raise UserError(f"quantization record version {record.get('version')} is not supported "
                         f"(this torchslim writes version {RECORD_VERSION})")
     config = QuantConfig.from_dict(dict(record["config"]))
+    if config.equalize:  # quantize() folded every BatchNorm before equalizing
+        fold_batchnorms(model)
     prepare(model, torch.zeros(1, *record["input_shape"]), config, inplace=True)
     if config.bias_correction:
         ensure_biases(model)  # corrected layers that had no bias have one now

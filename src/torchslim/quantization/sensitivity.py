@@ -154,6 +154,9 @@ def quantization_sensitivity(
 
 
 def _check(config: QuantConfig, mode: str, metric: str, num_classes: int | None) -> None:
+    if config.equalize or config.bias_correction:
+        raise UserError("the sensitivity report measures plain post-training quantization: "
+                        "run it with equalize=False and bias_correction=False")
     if mode not in MODES:
         raise UserError(f"unknown sensitivity mode '{mode}': choose one of {', '.join(MODES)}")
     if metric not in METRICS:
