@@ -6,7 +6,7 @@ int8 (per-channel int8 weights, uint8 activations, BatchNorm folded) simulated i
 top-1 on the 10,000 JPEG CIFAR-10 test images. Calibration sets are nested: the first N / 10
 training images of every class (N = 100, 1,000, 5,000, 10,000), fed in that order; each
 observer keeps calibrating from one size to the next and is frozen on a copy at each size.
-The multiplier sweep (seed 001's Table 4: alpha 0.95 ... 1.00, plus a wider 0.80 ... 1.10)
+The multiplier sweep (seed 001's Table 4: alpha 0.95 ... 1.00, plus 0.90 and 1.05)
 rescales every activation scale of the min/max-calibrated model at 10,000 images.
 
 Writes benchmarks/results/ptq_observer_study.{json,md,png}. Run from the repository root after
@@ -43,7 +43,7 @@ from torchslim.train import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (100, 1000, 5000, 10000)
 OBSERVERS = ("minmax", "moving_average", "histogram", "percentile", "mse")
-ALPHAS = (0.8, 0.85, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.05, 1.1)
+ALPHAS = (0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.05)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--observers", nargs="+", default=list(OBSERVERS))
     p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "ptq_observer_study",
+                   help="results so far (a rerun skips what is there)")
     return p.parse_args(argv)
 
 
@@ -84,9 +86,22 @@ def main(argv=None) -> int:
             wanted[torch.nonzero(train.labels == label).flatten()[:size // 10]] = True
         chunks.append(_select(train, torch.nonzero(wanted & ~taken).flatten()))
         taken |= wanted
+    partial_path = args.work / f"partial_{len(test)}.json"
+    partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    def keep(key: str, value) -> None:
+        partial[key] = value
+        atomic_write_text(partial_path, json.dumps(partial))
+
     grid: dict[str, dict[int, float]] = {}
     seconds: dict[str, float] = {}
     for observer in args.observers:
+        done = partial.get(f"grid/{observer}")
+        if done is not None and all(str(size) in done for size in sizes):
+            grid[observer] = {size: done[str(size)] for size in sizes}
+            seconds[observer] = partial.get(f"seconds/{observer}")
+            continue
         prepared = prepare(model, example, QuantConfig(observer=observer))
         grid[observer], started = {}, time.perf_counter()
         for size, chunk in zip(sizes, chunks, strict=True):
@@ -94,6 +109,8 @@ def main(argv=None) -> int:
             grid[observer][size] = frozen_top1(prepared, evaluation)
             print(f"{observer:>15} {size:>6}: {grid[observer][size]:.2f}", file=sys.stderr)
         seconds[observer] = time.perf_counter() - started
+        keep(f"grid/{observer}", {str(k): v for k, v in grid[observer].items()})
+        keep(f"seconds/{observer}", seconds[observer])
     # the multiplier sweep, on the min/max observer at the largest size
     prepared = prepare(model, example, QuantConfig(observer="minmax"))
     for chunk in chunks:
@@ -101,11 +118,15 @@ def main(argv=None) -> int:
     sweep: dict[str, dict[float, float]] = {"zero": {}, "min": {}}
     for center in sweep:
         for alpha in ALPHAS:
+            if f"sweep/{center}/{alpha}" in partial:
+                sweep[center][alpha] = partial[f"sweep/{center}/{alpha}"]
+                continue
             copy_ = copy.deepcopy(prepared)
             for quantizer in activation_quantizers(copy_).values():
                 if isinstance(quantizer, FakeQuantize):
                     quantizer.multiplier, quantizer.center = alpha, center
             sweep[center][alpha] = frozen_top1(copy_, evaluation)
+            keep(f"sweep/{center}/{alpha}", sweep[center][alpha])
             print(f"alpha {alpha} centre {center}: {sweep[center][alpha]:.2f}", file=sys.stderr)
     result = {
         "meta": {**machine_meta(), "threads": args.threads, "test_images": len(test),
