@@ -1,0 +1,149 @@
+"""Pruned and quantized together: the thinned ResNet-56 of the pruning benchmark
+(benchmarks/prune_resnet56_filters.sh), quantized to int8 and run in ONNX Runtime, beside the
+dense fp32 ResNet-56 (fine-tuned for the same epochs) in PyTorch and in ONNX Runtime, in one run.
+
+The thinned model is quantized after training (min/max observers, calibration on the first
+``--per-class`` training images of every class, the int8 layout ``--layout``: u8s7 keeps the
+uint8 x int8 kernels of CPUs without VNNI exact, see torchslim.pipelines.quantize). Top-1 on the
+10,000 JPEG CIFAR-10 test images; latency at ``--threads`` threads, the median of ``--rounds``
+round-robin rounds (every model in turn). Targets (issue 10): at least 3x faster than the dense
+fp32 model in ONNX Runtime at batch 256, at most 1.5 points below the dense fine-tuned model.
+
+Writes benchmarks/results/pruned_int8_resnet56.{md,csv,json}. Run from the repository root
+after ``make install`` and the pruning benchmark:
+
+    .venv/bin/python benchmarks/pruned_int8_resnet56.py \\
+        [--dense runs/bench/prune_resnet56_filters/dense_ft8.pt] \\
+        [--pruned runs/bench/prune_resnet56_filters/resnet56_inner_ft8.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from ptq_resnet20 import agreement, interleaved_latency
+
+from torchslim.analysis import summarize
+from torchslim.bench import BenchRow, BenchTable
+from torchslim.bench.measure import evaluate_onnx
+from torchslim.core.errors import UserError
+from torchslim.data import BatchLoader, load_dataset
+from torchslim.export.onnx import export_onnx, session
+from torchslim.models import create_model, load_weights
+from torchslim.pipelines.common import machine_meta
+from torchslim.pipelines.quantize import layout_config
+from torchslim.quantization import QuantConfig, quantize
+from torchslim.train import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "bench" / "prune_resnet56_filters"
+INPUT = (3, 32, 32)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    p.add_argument("--dense", type=Path, default=RUNS / "dense_ft8.pt")
+    p.add_argument("--pruned", type=Path, default=RUNS / "resnet56_inner_ft8.pt")
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--layout", default="u8s7")
+    p.add_argument("--limit", type=int, default=None, help="test images (default: all)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--stem", default="pruned_int8_resnet56")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "pruned_int8_resnet56")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for path in (args.dense, args.pruned):
+        if not path.is_file():
+            raise SystemExit(f"error: '{path}' not found: run benchmarks/prune_resnet56_filters.sh "
+                             "first (or pass --dense/--pruned)")
+    torch.set_num_threads(args.threads)
+    data = args.shared / "data" / "cifar10-jpeg.tar.gz"
+    test = load_dataset(data, "test", progress=False)
+    if args.limit:
+        test = test.subset(args.limit, seed=0)
+    train = load_dataset(data, "train", progress=False).first_per_class(args.per_class)
+    calibration = list(BatchLoader(train, 100, normalization="cifar"))
+    evaluation = list(BatchLoader(test, 500, normalization="cifar"))
+    dense = load_weights(create_model("cifar_resnet56"), args.dense).eval()
+    pruned = load_weights(create_model("cifar_resnet56"), args.pruned).eval()
+    example = torch.zeros(1, *INPUT)
+    config = layout_config(QuantConfig(observer="minmax"), args.layout)
+    quantized = quantize(pruned, config, calibration, example)
+    args.work.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "dense fp32 (ONNX Runtime)": export_onnx(dense, example, args.work / "dense_fp32.onnx"),
+        "pruned fp32 (ONNX Runtime)": export_onnx(pruned, example, args.work / "pruned_fp32.onnx"),
+        f"pruned int8 {args.layout} (ONNX Runtime)": export_onnx(
+            quantized, example, args.work / "pruned_int8.onnx"),
+    }
+    print("accuracy ...", file=sys.stderr)
+    top1 = {name: evaluate_onnx(path, evaluation, 10, threads=args.threads)
+            for name, path in paths.items()}
+    top1["dense fp32 (PyTorch)"] = evaluate(dense, evaluation, 10)
+    int8_name = f"pruned int8 {args.layout} (ONNX Runtime)"
+    agree = agreement(quantized, paths[int8_name], evaluation)
+    print("latency ...", file=sys.stderr)
+    sessions = {name: session(path, args.threads) for name, path in paths.items()}
+    runners = {name: (lambda x, s=s: s.run(None, {"input": x.numpy()}))
+               for name, s in sessions.items()}
+
+    def dense_torch(x):
+        with torch.inference_mode():
+            return dense(x)
+
+    runners["dense fp32 (PyTorch)"] = dense_torch
+    batch1 = interleaved_latency(runners, 1, args.rounds, args.repeats * 5)
+    batch256 = interleaved_latency(runners, 256, args.rounds, max(3, args.repeats // 2))
+    files = {name: os.path.getsize(path) for name, path in paths.items()}
+    files["dense fp32 (PyTorch)"] = os.path.getsize(args.dense)
+    rows = []
+    for name in ("dense fp32 (PyTorch)", "dense fp32 (ONNX Runtime)",
+                 "pruned fp32 (ONNX Runtime)", int8_name):
+        model = dense if name.startswith("dense") else pruned
+        summary = summarize(model, INPUT)
+        rows.append(BenchRow(
+            name=name, top1=top1[name].top1, top5=top1[name].top5, params=summary.params,
+            nonzero_params=summary.nonzero_params, macs=summary.macs, sparsity=summary.sparsity,
+            file_bytes=files[name], latency_b1_ms=batch1[name], latency_bn_ms=batch256[name],
+            batch_n=256, peak_mem_bytes=None, threads=args.threads,
+            runtime="pytorch" if "PyTorch" in name else "onnxruntime",
+            notes=(f"ONNX Runtime agrees with the simulation on {100 * agree:.2f} %"
+                   if name == int8_name else ""),
+        ))
+    speedup = batch256["dense fp32 (ONNX Runtime)"] / batch256[int8_name]
+    gap = top1["dense fp32 (PyTorch)"].top1 - top1[int8_name].top1
+    verdict = {
+        "speedup_vs_dense_onnx_b256": round(speedup, 3), "speedup_target": 3.0,
+        "speedup_met": speedup >= 3.0, "top1_gap_vs_dense": round(gap, 2),
+        "top1_gap_target": 1.5, "top1_met": gap <= 1.5,
+    }
+    table = BenchTable(rows, meta={
+        **machine_meta(), "threads": args.threads, "dense": str(args.dense),
+        "pruned": str(args.pruned), "test_images": len(test), "verdict": verdict,
+        "calibration": f"first {args.per_class} training images of each class",
+    })
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = table.write(args.out, stem=args.stem)
+    print(table.format_text())
+    print(json.dumps(verdict))
+    print(json.dumps({kind: str(path) for kind, path in written.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
