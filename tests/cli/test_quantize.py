@@ -143,3 +143,18 @@ def test_output_paths_of_the_wrong_kind_are_one_line_exit_2(trained, tmp_path):
                    cwd=tmp_path)
     assert done.returncode == 2 and "is a folder" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_keep_float_excludes_the_most_sensitive_layers(trained, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", "demo_cnn", "--weights", trained, "--data", "digits",
+                 "--calibration-images", "200", "--weight-bits", "4", "--keep-float", "1",
+                 "--layouts", "u8s7", "--latency-batch", "8", "--repeats", "2", "--out", out,
+                 "--json", "--quiet"]) == 0
+    payload = last_json(capsys.readouterr().out)
+    report = json.loads((out / "sensitivity.json").read_text())
+    ranked = [row["layer"] for row in report["rows"]]
+    assert len(ranked) == 4 and payload["excluded"] == ranked[:1]
+    assert "sensitivity" in (out / "sensitivity.txt").read_text().lower()
+    reloaded = load_weights(create_model("demo_cnn"), out / "quantized.pt")
+    assert reloaded.quant_config.exclude == tuple(ranked[:1])

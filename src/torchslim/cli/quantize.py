@@ -14,7 +14,12 @@ from ..data import load_dataset
 from ..export.onnx import export_onnx
 from ..models import edit_records
 from ..pipelines.common import build_model, machine_meta
-from ..pipelines.quantize import LAYOUTS, format_report, quantize_and_export
+from ..pipelines.quantize import (
+    LAYOUTS,
+    format_report,
+    quantize_and_export,
+    sensitivity_report,
+)
 from ..quantization import OBSERVERS, QuantConfig, is_prepared
 from .common import (
     Emit,
@@ -53,6 +58,12 @@ def register(sub) -> None:
                    help="scale multiplier alpha on every activation scale (default: 1.0)")
     p.add_argument("--center", default="zero", choices=["zero", "min"],
                    help="what the multiplier keeps fixed (default: zero)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="rank the layers by what keeping each in float gains (on calibration "
+                   "images) and write sensitivity.txt/json")
+    p.add_argument("--keep-float", type=int, default=0, metavar="K",
+                   help="keep the K most sensitive layers in float (implies --sensitivity; "
+                   "default: 0)")
     p.add_argument("--equalize", action="store_true",
                    help="cross-layer equalization of the weights before quantizing")
     p.add_argument("--bias-correction", action="store_true",
@@ -103,10 +114,19 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
     model.eval()
     if args.threads:
         torch.set_num_threads(args.threads)
+    calibration_batches = list(make_loader(args, spec, calibration))
+    example = torch.zeros(1, *input_shape(spec, evaluation))
+    if args.keep_float < 0:
+        raise UserError(f"--keep-float must be >= 0, got {args.keep_float}")
+    if args.sensitivity or args.keep_float:
+        report, config = sensitivity_report(model, config, calibration_batches, example,
+                                            args.out, keep_float=args.keep_float)
+        if not args.quiet:
+            print(report.format())
+            print()
     run = quantize_and_export(
-        model, config, make_loader(args, spec, calibration), make_loader(args, spec, evaluation),
-        torch.zeros(1, *input_shape(spec, evaluation)), args.out,
-        num_classes=evaluation.num_classes, layouts=args.layouts,
+        model, config, calibration_batches, make_loader(args, spec, evaluation),
+        example, args.out, num_classes=evaluation.num_classes, layouts=args.layouts,
         latency_batch=args.latency_batch, repeats=args.repeats, threads=args.threads,
         meta={**machine_meta(), "model": args.model, "weights": args.weights,
               "dataset": args.data, "split": args.split, "classes": evaluation.classes,
@@ -124,6 +144,7 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         "rows": [row.to_dict() for row in run.rows],
         "float_nodes": run.report.float_nodes,
         "verdict": run.verdict,
+        "excluded": list(run.config.exclude),
         "files": run.files,
     })
 

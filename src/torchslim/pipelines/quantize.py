@@ -60,7 +60,7 @@ from ..core.errors import UserError
 from ..core.fileio import atomic_write_text
 from ..core.storage import save_compressed
 from ..export.onnx import RuntimeReport, export_onnx, runtime_report, session
-from ..quantization import QuantConfig, quantize
+from ..quantization import QuantConfig, SensitivityReport, quantization_sensitivity, quantize
 from ..quantization.record import quantization_record
 from ..train import evaluate
 
@@ -247,6 +247,33 @@ def quantize_and_export(
     atomic_write_text(out / "report.json", json.dumps(report_dict(run), indent=2) + "\n")
     run.files["report"] = str(report_path)
     return run
+
+
+def sensitivity_report(
+    model: nn.Module,
+    config: QuantConfig,
+    calibration: Sequence[Any],
+    example_input: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    keep_float: int = 0,
+    score_batches: int = 4,
+) -> tuple[SensitivityReport, QuantConfig]:
+    """Rank the layers by how much keeping each in float brings the quantized model's outputs
+    back to the float model's (KL divergence on the first ``score_batches`` calibration batches:
+    training data, no labels needed), write ``sensitivity.txt``/``.json`` under ``out_dir``, and
+    return the report with ``config`` keeping the ``keep_float`` most sensitive layers in float."""
+    plain = dataclasses.replace(config, equalize=False, bias_correction=False)
+    report = quantization_sensitivity(model, plain, calibration, calibration[:score_batches],
+                                      example_input, mode="all_but", metric="kl")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sensitivity.txt", report.format() + "\n")
+    atomic_write_text(out / "sensitivity.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    if keep_float:
+        config = dataclasses.replace(
+            config, exclude=tuple(config.exclude) + report.most_sensitive(keep_float))
+    return report, config
 
 
 def format_report(run: QuantizeRun) -> str:
