@@ -35,6 +35,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..core.config import Args, NonNegative, Number, register_recipe_class
+from ..core.errors import UserError
 from .config import METHODS, QuantConfig
 from .observers import OBSERVERS
 from .steps import QuantizationStep
@@ -45,7 +46,34 @@ DistillerMode = Literal["SYMMETRIC", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED"]
 _IGNORED = ("bits_bias", "quantize_bias", "bits_accum")
 
 
-class RangeLinearArgs(Args):
+class Override(Args):
+    """One entry of Distiller's ``overrides``: ``null`` bit widths keep the layer in float."""
+
+    bits_activations: Bits | None = 8
+    bits_weights: Bits | None = 8
+    bits_parameters: Bits | None = 8
+
+
+class _WithOverrides(Args):
+    overrides: dict[str, Override] = {}
+
+
+def _excluded(a: _WithOverrides) -> tuple[str, ...]:
+    """The layers Distiller's ``overrides`` keep in float (every bit width ``null``); other
+    per-layer bit widths are refused with a clear message."""
+    excluded = []
+    for name, override in a.overrides.items():
+        given = override.model_fields_set
+        values = {key: getattr(override, key) for key in given}
+        if values and all(value is None for value in values.values()):
+            excluded.append(name)
+        else:
+            raise UserError(f"override '{name}': only null bit widths (keep the layer in float) "
+                            "are supported; give every bits_* of it as null, or drop it")
+    return tuple(excluded)
+
+
+class RangeLinearArgs(_WithOverrides):
     bits_activations: Bits = 8
     bits_weights: Bits = 8
     mode: DistillerMode = "SYMMETRIC"
@@ -55,7 +83,7 @@ class RangeLinearArgs(Args):
     freeze_bn_epoch: Epoch | None = None
 
 
-class DorefaArgs(Args):
+class DorefaArgs(_WithOverrides):
     bits_activations: Bits = 8
     bits_weights: Bits = 8
 
@@ -65,7 +93,7 @@ class PACTArgs(DorefaArgs):
     act_clip_decay: NonNegative | None = None
 
 
-class PostTrainArgs(Args):
+class PostTrainArgs(_WithOverrides):
     bits_activations: Bits = 8
     bits_parameters: Bits = 8
     mode: DistillerMode = "SYMMETRIC"
@@ -97,20 +125,21 @@ def _range_linear(a: RangeLinearArgs, model) -> QuantizationStep:
         weight_bits=a.bits_weights, activation_bits=a.bits_activations,
         per_channel=a.per_channel_wts, signed_weights=_signed_weights(a.mode),
         signed_activations=a.mode == "ASYMMETRIC_SIGNED", observer="moving_average",
-        fold_bn=False, momentum=1.0 - a.ema_decay,
+        fold_bn=False, momentum=1.0 - a.ema_decay, exclude=_excluded(a),
     )
     return QuantizationStep(config, freeze_bn_epoch=a.freeze_bn_epoch)
 
 
 def _dorefa(a: DorefaArgs, model) -> QuantizationStep:
     config = QuantConfig(weight_bits=a.bits_weights, activation_bits=a.bits_activations,
-                         method="dorefa", fold_bn=False)
+                         method="dorefa", fold_bn=False, exclude=_excluded(a))
     return QuantizationStep(config)
 
 
 def _pact(a: PACTArgs, model) -> QuantizationStep:
     config = QuantConfig(weight_bits=a.bits_weights, activation_bits=a.bits_activations,
-                         method="pact", fold_bn=False, pact_alpha=a.act_clip_init_val)
+                         method="pact", fold_bn=False, pact_alpha=a.act_clip_init_val,
+                         exclude=_excluded(a))
     return QuantizationStep(config, pact_strength=a.act_clip_decay or 0.0)
 
 
@@ -123,6 +152,7 @@ def _post_train(a: PostTrainArgs, model) -> QuantizationStep:
         weight_bits=a.bits_parameters, activation_bits=a.bits_activations,
         per_channel=a.per_channel_wts, signed_weights=_signed_weights(a.mode),
         signed_activations=a.mode == "ASYMMETRIC_SIGNED", observer=_CLIP[a.clip_acts],
+        exclude=_excluded(a),
     )
     return QuantizationStep(config, calibration_batches=a.calibration_batches)
 
