@@ -123,3 +123,31 @@ def test_an_all_zero_filter_with_a_bias_agrees_with_the_simulation(tmp_path):
     runtime = session(path).run(None, {"input": x.numpy()})[0]
     assert np.abs(runtime - quantized(x).detach().numpy()).max() < 0.05
     assert np.abs(runtime - model(x).detach().numpy()).max() < 0.1
+
+
+@pytest.mark.parametrize("method,bits", [("lsq", 8), ("lsq", 4), ("pact", 4), ("dorefa", 4),
+                                         ("static", 8)])
+def test_quantization_aware_trained_models_export_and_run_as_trained(tmp_path, method, bits):
+    from torchslim.quantization import prepare
+
+    torch.manual_seed(0)
+    model = prepare(create_model("demo_cnn"), torch.zeros(1, 1, 8, 8),
+                    QuantConfig(method=method, fold_bn=False, weight_bits=bits,
+                                activation_bits=bits))
+    for quantizer in model.modules():
+        if hasattr(quantizer, "quantizing"):
+            quantizer.quantizing = True
+    model.train()
+    model(torch.randn(32, 1, 8, 8))  # a training step's forward: LSQ initialises its steps
+    for quantizer in model.modules():
+        if hasattr(quantizer, "observing"):
+            quantizer.observing = False
+    model.eval()
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / f"{method}.onnx")
+    x = torch.randn(16, 1, 8, 8)
+    runtime = session(path).run(None, {"input": x.numpy()})[0]
+    expected = model(x).detach().numpy()
+    # int8 kernels and float rounding of DoReFa's weight transform move a value by a step or so
+    assert np.abs(runtime - expected).max() < 0.05 * max(1.0, np.abs(expected).max())
+    if bits == 8 and method in ("lsq", "static"):
+        assert runtime_report(path, tmp_path).ops["QLinearConv"] >= 1

@@ -138,6 +138,12 @@ def _constants(graph) -> dict[str, np.ndarray]:
                     values[node.output[0]] = numpy_helper.to_array(attribute.t)
         elif node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
+        elif node.op_type == "Cast" and node.input[0] in values:  # learned steps, zero points
+            from onnx import helper
+
+            to = next(a.i for a in node.attribute if a.name == "to")
+            values[node.output[0]] = values[node.input[0]].astype(
+                helper.tensor_dtype_to_np_dtype(to))
         elif node.op_type in _FOLDABLE and node.input and all(
             name in values for name in node.input if name
         ):  # a narrower-than-8-bit weight grid's clip, a bias rounded to its int32 grid
@@ -150,7 +156,12 @@ def _constants(graph) -> dict[str, np.ndarray]:
 _FOLDABLE = {
     "Min": np.minimum, "Max": np.maximum, "Mul": np.multiply, "Sub": np.subtract,
     "Add": np.add, "Round": np.round,  # ONNX's Round and numpy's both round half to even
-    "Clip": lambda x, low=None, high=None: np.clip(x, low, high),
+    "Clip": lambda x, low=None, high=None: np.clip(x, low, high), "Abs": np.abs,
+    "Sqrt": np.sqrt, "Neg": np.negative,
+    "Div": lambda a, b: (np.divide(a, b) if np.issubdtype(np.result_type(a, b), np.floating)
+                         else np.trunc(np.divide(a, b)).astype(np.result_type(a, b))),
+    "Reshape": lambda x, shape: x.reshape([x.shape[i] if size == 0 else size
+                                           for i, size in enumerate(shape.tolist())]),
 }
 
 

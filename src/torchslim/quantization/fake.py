@@ -190,6 +190,9 @@ class LSQQuantize(Quantizer):
             self._initialise(x)
         if not self.quantizing:
             return x
+        if torch.onnx.is_in_onnx_export():  # the learnable op has no ONNX form: its forward
+            scale, zero = self.qparams()      # is fake quantization with the learned step
+            return fake_quantize(x, scale, zero, self.spec)
         grad_factor = 1.0 / math.sqrt(x.numel() / max(self.scale.numel(), 1) * self.spec.q_max)
         scale = self.scale.abs().clamp(min=1e-8)
         if self.spec.per_channel:
@@ -225,9 +228,7 @@ class PACTQuantize(Quantizer):
         if not self.quantizing:
             return clipped
         scale, zero = self.qparams()
-        return torch.fake_quantize_per_tensor_affine(
-            clipped, scale, zero, self.spec.q_min, self.spec.q_max
-        )
+        return fake_quantize(clipped, scale, zero, self.spec)  # exports narrow grids too
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         alpha = self.alpha.detach().abs().clamp(min=1e-6)
