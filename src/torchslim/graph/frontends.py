@@ -63,6 +63,23 @@ def describe(value: Any) -> Any:
     return value
 
 
+def propagate_shapes(model: nn.Module, graph: fx.Graph, example_input: torch.Tensor) -> None:
+    """Record every node's tensor metadata (``node.meta["tensor_meta"]``) by running the
+    traced ``graph`` of ``model`` on ``example_input``; a model that does not run on it is a
+    :class:`UserError`."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    with torch.no_grad():
+        try:
+            ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
+        except Exception as err:
+            raise UserError(
+                f"the model does not run on an example input of shape "
+                f"{tuple(example_input.shape)} ({str(err).splitlines()[0]}): pass an input the "
+                "model accepts"
+            ) from err
+
+
 class LeafTracer(fx.Tracer):
     """fx tracing that keeps exactly the layers with a registered handler as leaves."""
 

@@ -48,12 +48,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.conv import _ConvNd
 
 from ..core.errors import UserError
 from ..core.modules import eval_mode
-from ..graph.frontends import LeafTracer
+from ..graph.frontends import LeafTracer, propagate_shapes
 from .fake import Quantizer
 from .fold import foldable_pairs
 from .modules import QuantConv, QuantConvBn, QuantLinear
@@ -165,15 +165,8 @@ def _traced(model: nn.Module, example_input: torch.Tensor) -> fx.Graph:
             f"cannot trace {type(model).__name__} with torch.fx to find the layers to equalize "
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from err
-    with eval_mode(model), torch.no_grad():
-        try:
-            ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
-        except Exception as err:
-            raise UserError(
-                f"the model does not run on an example input of shape "
-                f"{tuple(example_input.shape)} ({str(err).splitlines()[0]}): pass an input the "
-                "model accepts"
-            ) from err
+    with eval_mode(model):
+        propagate_shapes(model, graph, example_input)
     return graph
 
 

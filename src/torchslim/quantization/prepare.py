@@ -48,13 +48,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.conv import _ConvNd
 
 from ..core.errors import UserError, did_you_mean
 from ..core.modules import eval_mode
 from ..core.names import match_names
-from ..graph.frontends import LeafTracer
+from ..graph.frontends import LeafTracer, propagate_shapes
 from .bias_correction import correct_bias
 from .config import QuantConfig
 from .equalize import equalize
@@ -222,15 +222,7 @@ def prepare(
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}): quantization "
             "needs a forward torch.fx can trace"
         ) from err
-    with torch.no_grad():
-        try:
-            ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
-        except Exception as err:
-            raise UserError(
-                f"the model does not run on an example input of shape "
-                f"{tuple(example_input.shape)} ({str(err).splitlines()[0]}): pass an input the "
-                "model accepts"
-            ) from err
+    propagate_shapes(model, graph, example_input)
     _swap_layers(model, graph, config, excluded, dict(pairs))
     _insert_activation_quantizers(model, graph, config, excluded)
     _link_inputs(model, graph)
