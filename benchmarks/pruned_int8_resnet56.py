@@ -26,13 +26,12 @@ import sys
 from pathlib import Path
 
 import torch
-from ptq_resnet20 import agreement, interleaved_latency
+from ptq_resnet20 import agreement, cifar_batches, interleaved_latency
 
 from torchslim.analysis import summarize
 from torchslim.bench import BenchRow, BenchTable
 from torchslim.bench.measure import evaluate_onnx
 from torchslim.core.errors import UserError
-from torchslim.data import BatchLoader, load_dataset
 from torchslim.export.onnx import export_onnx, session
 from torchslim.models import create_model, load_weights
 from torchslim.pipelines.common import machine_meta
@@ -69,13 +68,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: '{path}' not found: run benchmarks/prune_resnet56_filters.sh "
                              "first (or pass --dense/--pruned)")
     torch.set_num_threads(args.threads)
-    data = args.shared / "data" / "cifar10-jpeg.tar.gz"
-    test = load_dataset(data, "test", progress=False)
-    if args.limit:
-        test = test.subset(args.limit, seed=0)
-    train = load_dataset(data, "train", progress=False).first_per_class(args.per_class)
-    calibration = list(BatchLoader(train, 100, normalization="cifar"))
-    evaluation = list(BatchLoader(test, 500, normalization="cifar"))
+    _train, test, calibration, evaluation = cifar_batches(args.shared, args.per_class,
+                                                          args.limit)
     dense = load_weights(create_model("cifar_resnet56"), args.dense).eval()
     pruned = load_weights(create_model("cifar_resnet56"), args.pruned).eval()
     example = torch.zeros(1, *INPUT)

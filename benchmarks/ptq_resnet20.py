@@ -74,6 +74,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def cifar_batches(shared: Path, per_class: int, limit: int | None):
+    """The JPEG CIFAR-10 calibration set (the first ``per_class`` training images of every
+    class) and test split (``limit`` random images, or all), and their normalised batches."""
+    data = shared / "data" / "cifar10-jpeg.tar.gz"
+    test = load_dataset(data, "test", progress=False)
+    if limit:
+        test = test.subset(limit, seed=0)
+    train = load_dataset(data, "train", progress=False).first_per_class(per_class)
+    return (train, test, list(BatchLoader(train, 100, normalization="cifar")),
+            list(BatchLoader(test, 500, normalization="cifar")))
+
+
 def agreement(model, path, batches) -> float:
     runtime = session(path, 1)
     same = total = 0
@@ -142,13 +154,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.quantize_threads)
     torch.manual_seed(0)
-    data = args.shared / "data" / "cifar10-jpeg.tar.gz"
-    test = load_dataset(data, "test", progress=False)
-    if args.limit:
-        test = test.subset(args.limit, seed=0)
-    train = load_dataset(data, "train", progress=False).first_per_class(args.per_class)
-    calibration = list(BatchLoader(train, 100, normalization="cifar"))
-    evaluation = list(BatchLoader(test, 500, normalization="cifar"))
+    train, test, calibration, evaluation = cifar_batches(args.shared, args.per_class, args.limit)
     weights = args.shared / "models" / "resnet20-12fca82f.th"
     model = load_weights(create_model("cifar_resnet20"), weights).eval()
     work = args.work

@@ -69,7 +69,8 @@ def extract_state_dict(checkpoint) -> dict[str, torch.Tensor]:
     return state
 
 
-def _describe(keys: list[str], known: list[str], label: str) -> str:
+def describe_keys(keys: list[str], known: list[str], label: str) -> str:
+    """``keys`` (the first three, each with the closest of ``known``) for a mismatch message."""
     shown = []
     for key in keys[:3]:
         hint = closest(key, known, n=1)
@@ -118,9 +119,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(_describe(missing, list(state), "missing keys"))
+            parts.append(describe_keys(missing, list(state), "missing keys"))
         if unexpected:
-            parts.append(_describe(unexpected, list(expected), "unexpected keys"))
+            parts.append(describe_keys(unexpected, list(expected), "unexpected keys"))
         raise UserError(
             f"checkpoint '{path}' does not fit {label}: {'; '.join(parts)}; "
             "is it the checkpoint of another model?"

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,10 +56,10 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..core.edits import apply_edits
-from ..core.errors import UserError, closest, did_you_mean
+from ..core.errors import UserError, did_you_mean
 from ..core.fileio import atomic_torch_save
 from ..core.names import match_names
-from ..models.checkpoint import read_checkpoint
+from ..models.checkpoint import describe_keys, read_checkpoint
 from .qparams import QuantSpec, qparams
 
 FORMAT = "torchslim.weight-only/1"
@@ -416,15 +416,6 @@ def read_weight_only(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     return state, dict(checkpoint.get("meta") or {})
 
 
-def _listed(keys: Sequence[str], known: Sequence[str], label: str) -> str:
-    shown = []
-    for key in keys[:3]:
-        hint = closest(key, known, n=1)
-        shown.append(f"'{key}'" + (f" (closest: '{hint[0]}')" if hint else ""))
-    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-    return f"{len(keys)} {label}: {', '.join(shown)}{more}"
-
-
 def load_weight_only(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a file written by :func:`save_weight_only` into ``model`` (same architecture) with
     the weights dequantized to float, and return it: the float model computes what the stored
@@ -440,9 +431,9 @@ def load_weight_only(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(_listed(missing, list(state), "missing keys"))
+            parts.append(describe_keys(missing, list(state), "missing keys"))
         if unexpected:
-            parts.append(_listed(unexpected, list(expected), "unexpected keys"))
+            parts.append(describe_keys(unexpected, list(expected), "unexpected keys"))
         raise UserError(f"weight-only file '{path}' does not fit the model: {'; '.join(parts)}; "
                         "is it the file of another model?")
     for key, tensor in state.items():
