@@ -20,16 +20,21 @@ qat() {
         --out "$RUNS/$1" --repeats 3 --latency-batch 64 $(resume "$RUNS/$1") | tail -n 1 \
         > "$RUNS/$1.json"
 }
-mkdir -p "$RUNS"
-(
+lane_a() {
     qat lsq_w4a4
     .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
         | tail -n 1 > "$RUNS/fp32.json"
     qat pact_w4a4
-) &
-(
+}
+lane_b() {
     qat w8a8
     qat dorefa_w4a4
-) &
-wait
+}
+mkdir -p "$RUNS"
+# LANES=a (or b) runs one lane alone, e.g. to restart it while the other one keeps running.
+case "${LANES:-ab}" in
+    a) lane_a ;;
+    b) lane_b ;;
+    *) lane_a & lane_b & wait ;;
+esac
 .venv/bin/python benchmarks/qat_summary.py "$RUNS"

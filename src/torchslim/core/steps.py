@@ -20,6 +20,9 @@ one place they are documented, as in Distiller's ``policy.py``):
 ``on_epoch_end(ctx)``       after the last minibatch; returns a dict for the log (an LR schedule
                             steps here)
 ``state_dict()``            what a checkpoint must hold to resume the step exactly
+``extra_parameters()``      parameters the step trains outside the model (a distillation
+                            adapter), by name; it adds them to ``ctx.optimizer`` itself, and a
+                            resumed run finds them by these names
 ==========================  ======================================================================
 
 *Services* are objects several steps share, kept in ``ctx.services`` under a name (the pruning
@@ -119,6 +122,10 @@ class Step:
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any] | None:
         """After the last minibatch of a firing epoch; a dict for the schedule log."""
         return None
+
+    def extra_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters trained outside the model (see the module docstring), by name."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds to resume this step (tensors, numbers, strings, lists)."""

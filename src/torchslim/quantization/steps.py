@@ -42,6 +42,27 @@ from .prepare import is_prepared, prepare
 from .record import quantization_record
 
 
+def _update_optimizer(
+    optimizer: torch.optim.Optimizer, model: nn.Module, before: set[int],
+    quantizers: list[Quantizer],
+) -> None:
+    """After quantizers went in: tensors the model no longer has (weights that BatchNorm folding
+    replaced) leave the optimizer, the replacements join the first group, and the quantizers'
+    learned parameters (LSQ steps, PACT levels) get a group of their own without weight decay."""
+    alive = {id(p) for p in model.parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if id(param) not in alive:
+                optimizer.state.pop(param, None)
+        group["params"] = [p for p in group["params"] if id(p) in alive]
+    learned = {id(p) for q in quantizers for p in q.parameters()}
+    new = [p for p in model.parameters() if id(p) not in before]
+    optimizer.param_groups[0]["params"].extend(p for p in new if id(p) not in learned)
+    steps = [p for p in new if id(p) in learned]
+    if steps:
+        optimizer.add_param_group({"params": steps, "weight_decay": 0.0})
+
+
 class QuantizationStep(Step):
     """Quantization-aware training, or calibration then quantization (see the module
     docstring)."""
@@ -76,9 +97,8 @@ class QuantizationStep(Step):
         prepare(ctx.model, ctx.example_input.to(next(ctx.model.parameters()).device),
                 self.config, inplace=True)
         ctx.edits.append(quantization_record(ctx.model))
-        new = [p for p in ctx.model.parameters() if id(p) not in before]
-        if new and ctx.optimizer is not None:
-            ctx.optimizer.add_param_group({"params": new, "weight_decay": 0.0})
+        if ctx.optimizer is not None:
+            _update_optimizer(ctx.optimizer, ctx.model, before, self._quantizers(ctx.model))
 
     def _quantizers(self, model: nn.Module) -> list[Quantizer]:
         return [m for m in model.modules() if isinstance(m, Quantizer)]

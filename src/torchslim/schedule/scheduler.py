@@ -199,6 +199,14 @@ class CompressionScheduler(Callback):
                 service.finish()
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def extra_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters the steps train outside the model, as ``<step name>.<name>``."""
+        return {
+            f"{entry.name}.{name}": param
+            for entry in self.entries
+            for name, param in entry.step.extra_parameters().items()
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "fired": {entry.name: list(entry.fired) for entry in self.entries},

@@ -76,6 +76,12 @@ class Callback:
     def on_epoch_end(self, epoch: int, **kwargs: Any) -> None:
         """After the last minibatch (and evaluation, whose numbers come as ``metrics``)."""
 
+    def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Parameters this callback trains outside the model (a distillation adapter, say),
+        by name. The trainer names the optimizer's parameters with these in its checkpoints, so
+        a resumed run rebuilds the optimizer's parameter groups exactly."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """State saved in every training checkpoint (tensors, numbers, strings, lists, dicts)."""
         return {}

@@ -353,6 +353,7 @@ class Trainer:
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_params": self._optimizer_param_names(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),  # {} unless mixed precision is on
             "rng": _rng_state(self.device),
@@ -364,6 +365,42 @@ class Trainer:
             "meta": self.model_meta,
         }
         atomic_torch_save(state, self.out_dir / CHECKPOINT_NAME)
+
+    def _named_trainables(self) -> dict[str, nn.Parameter]:
+        """The model's parameters by name, and the callbacks' own (``callback<i>.<name>``)."""
+        named = dict(self.model.named_parameters())
+        for index, callback in enumerate(self.callbacks):
+            extra = getattr(callback, "extra_parameters", None)
+            if extra is not None:
+                named.update({f"callback{index}.{k}": p for k, p in extra().items()})
+        return named
+
+    def _optimizer_param_names(self) -> list[list[str | None]]:
+        """The name of every parameter in every optimizer group (None: not found)."""
+        name_of = {id(p): name for name, p in self._named_trainables().items()}
+        return [[name_of.get(id(p)) for p in group["params"]]
+                for group in self.optimizer.param_groups]
+
+    def _rebuild_optimizer(self, names: list[list[str | None]] | None, path: Path) -> None:
+        """A fresh optimizer (and LR schedule) whose parameter groups hold the parameters
+        ``names`` lists, in that order: steps that added groups (QAT step sizes, adapters) and
+        edits that reordered the model resume exactly. Without names (older checkpoints), the
+        default single group."""
+        self.optimizer = make_optimizer(self.model, self.config)
+        if names is not None:
+            named = self._named_trainables()
+            missing = sorted({n for group in names for n in group if n not in named},
+                             key=str)
+            if missing:
+                raise UserError(
+                    f"the checkpoint in '{path}' trains parameters this run does not have "
+                    f"({', '.join(map(str, missing[:3]))}): resume with the same model and "
+                    "recipe, or use a new --out directory"
+                )
+            self.optimizer.param_groups = []
+            for group in names:  # hyperparameters: the defaults here, the saved ones on load
+                self.optimizer.add_param_group({"params": [named[n] for n in group]})
+        self.lr_scheduler = make_lr_scheduler(self.optimizer, self.config)
 
     def resume(self) -> int:
         """Load ``checkpoint.pt`` from ``out_dir``; return the epoch training continues at."""
@@ -394,9 +431,14 @@ class Trainer:
                 f"the checkpoint in '{path}' belongs to a different model "
                 f"({str(err).splitlines()[0]}); use a new --out directory"
             ) from None
-        self.optimizer = make_optimizer(self.model, self.config)
-        self.lr_scheduler = make_lr_scheduler(self.optimizer, self.config)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._rebuild_optimizer(state.get("optimizer_params"), path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:
+            raise UserError(
+                f"the optimizer state in '{path}' does not fit this run ({err}): resume with "
+                "the same model and recipe, or use a new --out directory"
+            ) from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("scaler") and self.scaler.is_enabled():
             # Without saved scaler state (a run without mixed precision), a fresh scale.

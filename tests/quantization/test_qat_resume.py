@@ -1,0 +1,47 @@
+"""QAT steps that add parameters to the optimizer (LSQ step sizes, PACT clipping levels) resume
+exactly: the resumed optimizer has the same groups, in the same order, as the interrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchslim.models import create_model
+from torchslim.quantization import QuantConfig
+from torchslim.quantization.steps import QuantizationStep
+from torchslim.schedule import CompressionScheduler, Policy
+from torchslim.train import TrainConfig, Trainer
+
+
+def _batches():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
+            for _ in range(3)]
+
+
+def _run(out, epochs, method, fold_bn, resume=False):
+    torch.manual_seed(0)
+    model = create_model("demo_cnn")
+    schedule = CompressionScheduler(model, example_input=torch.zeros(1, 1, 8, 8))
+    schedule.add(QuantizationStep(QuantConfig(method=method, weight_bits=4, activation_bits=4,
+                                                 fold_bn=fold_bn)),
+                 Policy(0), "q")
+    config = TrainConfig(epochs=3, lr=0.05, schedule="cosine", device="cpu")
+    trainer = Trainer(model, _batches(), config, callbacks=[schedule], out_dir=out,
+                      progress=False)
+    trainer.config.epochs = epochs
+    trainer.fit(resume=resume)
+    return model, trainer
+
+
+@pytest.mark.parametrize("method,fold_bn", [("lsq", False), ("lsq", True), ("pact", False)])
+def test_learned_quantizers_resume_exactly(method, fold_bn, tmp_path):
+    straight, trainer = _run(tmp_path / "a", 3, method, fold_bn)
+    assert len(trainer.optimizer.param_groups) == 2  # the quantizers' own group, no decay
+    trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in straight.parameters()}  # folded weights, no stale ones
+    _run(tmp_path / "b", 1, method, fold_bn)
+    resumed, trainer = _run(tmp_path / "b", 3, method, fold_bn, resume=True)
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [5e-4, 0.0]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key
