@@ -35,7 +35,7 @@ def last_json(text):
 
 
 def test_every_subcommand_has_help(capsys):
-    for command in ["models", "summary", "eval", "train", "bench", "demo"]:
+    for command in ["models", "summary", "eval", "train", "distill", "bench", "demo"]:
         with pytest.raises(SystemExit) as done:
             cli_main([command, "--help"])
         assert done.value.code == 0

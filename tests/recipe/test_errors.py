@@ -16,8 +16,8 @@ from torchslim.models import create_model
 from torchslim.recipe import RecipeError, build_scheduler, parse_recipe
 
 SECTIONS = (
-    "valid: version, pruners, quantizers, regularizers, lr_schedulers, extensions, distillation, "
-    "policies"
+    "valid: version, pruners, quantizers, regularizers, distillers, lr_schedulers, extensions, "
+    "distillation, policies"
 )
 AGP_KEYS = "valid keys: initial_sparsity, final_sparsity, weights, scope, steps_per_epoch"
 WEIGHT_HINT = "names may be exact, globs (layer*.conv*.weight) or regular expressions"
@@ -452,7 +452,7 @@ PARSE_ERRORS = {
             epochs: [0]
         """,
         "bad.yaml:6 policies[0]: a policy names exactly one of pruner, quantizer, regularizer, "
-        "lr_scheduler, extension; found ['pruner', 'lr_scheduler']",
+        "distiller, lr_scheduler, extension; found ['pruner', 'lr_scheduler']",
     ),
     "policy_without_timing": (
         """
@@ -573,14 +573,15 @@ PARSE_ERRORS = {
         """,
         "bad.yaml:5 quantizers.dorefa_quantizer.bits_weights: must be <= 8, got 16",
     ),
-    "distillation_not_yet_supported": (
+    "distillation_with_torchslim_keys": (
         """
         distillation:
           teacher: resnet56
         policies: []
         """,
-        "bad.yaml:1 distillation: knowledge distillation is not yet supported by torchslim "
-        "(the distillation work)",
+        "bad.yaml:2 distillation.teacher: unknown key (did you mean 'kd_teacher', "
+        "'kd_teacher_wt'?); valid keys: kd_teacher, kd_resume, kd_pretrained, kd_temp, "
+        "kd_distill_wt, kd_student_wt, kd_teacher_wt",
     ),
     "lr_scheduler_unknown_argument": (
         """

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..core.errors import UserError
-from . import bench, compress, demo, models, quantize, sensitivity, train
+from . import bench, compress, demo, distill, models, quantize, sensitivity, train
 from .common import emit_json
 
 #: The command groups, in the order ``--help`` lists them.
-GROUPS = (models, train, compress, quantize, sensitivity, bench, demo)
+GROUPS = (models, train, compress, distill, quantize, sensitivity, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from ..core.errors import UserError, did_you_mean
 from ..data import load_dataset
@@ -15,6 +18,7 @@ from ..pipelines.common import build_model, machine_meta
 from ..pipelines.compress import compress, report, schedule_notes
 from ..recipe import build_scheduler, load_recipe
 from ..recipes import recipe_names, recipe_path
+from ..schedule import CompressionScheduler
 from ..train import seed_everything
 from .common import (
     Emit,
@@ -67,34 +71,55 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     recipe_file = resolve_recipe(args.recipe)
     recipe = load_recipe(recipe_file)
     build_scheduler(recipe, build_model(args.model)[0])  # name errors before any data loads
-    notes = schedule_notes(recipe, args.epochs)
+    run_schedule(
+        args, emit, "compress", lambda model, x: build_scheduler(recipe, model, x),
+        label=recipe_file.stem, notes=schedule_notes(recipe, args.epochs),
+        lr_scheduled=any(p.kind == "lr_scheduler" for p in recipe.policies),
+        meta={"recipe": str(recipe_file)},
+    )
+
+
+def run_schedule(
+    args: argparse.Namespace,
+    emit: Emit,
+    command: str,
+    make_scheduler: Callable[[nn.Module, torch.Tensor], CompressionScheduler],
+    *,
+    label: str,
+    notes: list[str],
+    lr_scheduled: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Load the data and the model, train under the scheduler ``make_scheduler(model,
+    example_input)`` builds, measure the result beside the input model, print and emit it
+    (what ``torchslim compress`` and ``torchslim distill`` share)."""
     if not args.quiet:
         for note in notes:
-            print(f"torchslim compress: note: {note}", file=sys.stderr)
+            print(f"torchslim {command}: note: {note}", file=sys.stderr)
     train_set = load_split(args, args.split)
     eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights, train_set.num_classes)
     baseline = copy.deepcopy(model)
-    lr_scheduled = any(p.kind == "lr_scheduler" for p in recipe.policies)
     schedule = args.schedule or ("constant" if lr_scheduled else "cosine")
     eval_batches = make_loader(args, spec, eval_set)
     config = train_config(args, schedule)
     if not args.quiet:
-        print(f"torchslim compress: {training_log(args, config, train_set)}")
+        print(f"torchslim {command}: {training_log(args, config, train_set)}")
+    example_input = torch.zeros(1, *eval_set.image_shape)
     run = compress(
-        model, recipe, make_loader(args, spec, train_set, train=True),
+        model, make_scheduler(model, example_input), make_loader(args, spec, train_set,
+                                                                 train=True),
         config, eval_batches=eval_batches,
         num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,
         model_meta=model_meta(args, train_set), resume=args.resume,
-        example_input=torch.zeros(1, *eval_set.image_shape),
+        example_input=example_input,
     )
     result = report(
         run, baseline, eval_set.image_shape, eval_batches, num_classes=eval_set.num_classes,
-        labels=(f"{args.model} (input)", f"{args.model} ({recipe_file.stem})"),
+        labels=(f"{args.model} (input)", f"{args.model} ({label})"),
         input_file=args.weights, latency_batch=args.latency_batch, repeats=args.repeats,
-        meta={**machine_meta(), "dataset": args.data, "split": args.eval_split,
-              "recipe": str(recipe_file)},
+        meta={**machine_meta(), "dataset": args.data, "split": args.eval_split, **(meta or {})},
     )
     summary, rows = result.summary, result.rows
     if not args.quiet:

@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from .registry import Registry
 
 #: The sections of a recipe that hold named instances of registered classes.
-SECTIONS = ("pruners", "quantizers", "regularizers", "extensions")
+SECTIONS = ("pruners", "quantizers", "regularizers", "distillers", "extensions")
 
 
 def _usable_pattern(pattern: str) -> str:

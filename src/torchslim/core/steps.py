@@ -19,6 +19,7 @@ one place they are documented, as in Distiller's ``policy.py``):
                             step
 ``on_epoch_end(ctx)``       after the last minibatch; returns a dict for the log (an LR schedule
                             steps here)
+``finish()``                once, when training is over: remove hooks the step put on models
 ``state_dict()``            what a checkpoint must hold to resume the step exactly
 ``extra_parameters()``      parameters the step trains outside the model (a distillation
                             adapter), by name; it adds them to ``ctx.optimizer`` itself, and a
@@ -122,6 +123,9 @@ class Step:
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any] | None:
         """After the last minibatch of a firing epoch; a dict for the schedule log."""
         return None
+
+    def finish(self) -> None:
+        """Training is over: remove what the step hooked into models."""
 
     def extra_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters trained outside the model (see the module docstring), by name."""

@@ -75,5 +75,8 @@ def build_scheduler(
         while name in [e.name for e in scheduler.entries]:
             suffix += 1
             name = f"{entry.instance}#{suffix}"
-        scheduler.add(built[key], entry.policy, name=name)
+        try:  # steps that probe the model when scheduled (a teacher's outputs, hint layers)
+            scheduler.add(built[key], entry.policy, name=name)
+        except UserError as err:
+            raise recipe.source.error(recipe.instances[key].path, str(err)) from None
     return scheduler

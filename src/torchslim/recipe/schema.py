@@ -45,11 +45,12 @@ from ..schedule import Policy
 from .classes import class_names, find_class, section_of
 from .source import Path_, RecipeSource
 
-SECTIONS = ("pruners", "quantizers", "regularizers", "lr_schedulers", "extensions")
+SECTIONS = ("pruners", "quantizers", "regularizers", "distillers", "lr_schedulers", "extensions")
 POLICY_KINDS = {
     "pruner": "pruners",
     "quantizer": "quantizers",
     "regularizer": "regularizers",
+    "distiller": "distillers",
     "lr_scheduler": "lr_schedulers",
     "extension": "extensions",
 }
@@ -342,11 +343,6 @@ def validate(source: RecipeSource) -> Recipe:
             )
     if "version" in data and (type(data["version"]) is not int or data["version"] != 1):
         raise source.error(("version",), f"only version 1 exists, got {_short(data['version'])}")
-    if "distillation" in data:
-        raise source.error(
-            ("distillation",),
-            "knowledge distillation is not yet supported by torchslim (the distillation work)",
-        )
     instances: dict[tuple[str, str], Instance] = {}
     for section in SECTIONS:
         body = data.get(section)
@@ -363,8 +359,40 @@ def validate(source: RecipeSource) -> Recipe:
     if not isinstance(policies_data, list):
         raise source.error(("policies",), "must be a list of policies (entries start with '- ')")
     policies = [_policy(source, i, entry, instances) for i, entry in enumerate(policies_data)]
+    if "distillation" in data:
+        instance, policy = _distillation(source, data["distillation"])
+        if (instance.section, instance.name) in instances:
+            raise source.error(("distillation",), "a distiller named 'distillation' is also "
+                               "defined under 'distillers': rename one of them")
+        instances[(instance.section, instance.name)] = instance
+        policies.append(policy)
     notes = _notes(source, instances, policies)
     return Recipe(source, instances, policies, notes)
+
+
+#: Distiller's command-line options for knowledge distillation, as keys of the top-level
+#: ``distillation`` mapping; ``kd_start_epoch`` is when the policy starts.
+DISTILLER_KD_CLASS = "KnowledgeDistillationPolicy"
+
+
+def _distillation(source: RecipeSource, body: Any) -> tuple[Instance, PolicyEntry]:
+    """The top-level ``distillation:`` mapping (Distiller's ``--kd-*`` options as keys) as a
+    ``KnowledgeDistillationPolicy`` instance and its policy from ``kd_start_epoch`` on."""
+    path: Path_ = ("distillation",)
+    if not isinstance(body, dict):
+        raise source.error(path, f"must be a mapping of Distiller's kd_* options (kd_teacher, "
+                           f"kd_resume, kd_temp, ...), got {_short(body)}")
+    spec = find_class("distillers", DISTILLER_KD_CLASS)
+    if spec is None or spec.args is None:
+        raise source.error(path, "knowledge distillation is not available in this torchslim")
+    start = body.get("kd_start_epoch", 0)
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise source.error(path + ("kd_start_epoch",), f"must be an epoch >= 0, got "
+                           f"{_short(start)}")
+    values = {k: v for k, v in body.items() if k != "kd_start_epoch"}
+    instance = Instance("distillation", "distillers", spec,
+                        validate_args(source, spec.args, values, path), path)
+    return instance, PolicyEntry("distiller", "distillation", Policy(starting_epoch=start), path)
 
 
 def _notes(
@@ -375,7 +403,9 @@ def _notes(
     for key, instance in instances.items():
         if key not in used:
             notes.append(f"{source.where(instance.path)}: defined but no policy uses it")
-        body = source.data[instance.section][instance.name]
+        body = source.data
+        for key in instance.path:  # (section, name), or ("distillation",)
+            body = body[key]
         for ignored in instance.spec.ignored_keys:
             if ignored in body:
                 notes.append(

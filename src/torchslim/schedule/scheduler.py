@@ -194,6 +194,8 @@ class CompressionScheduler(Callback):
 
     def finish(self) -> None:
         """Training is over: let every service clean up (the masks drop their hooks)."""
+        for entry in self.entries:
+            entry.step.finish()
         for service in self.services.values():
             if hasattr(service, "finish"):
                 service.finish()
