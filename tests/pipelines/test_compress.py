@@ -62,7 +62,8 @@ def test_agp_recipe_runs_unchanged_and_reaches_final_sparsity(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("recipe", "epochs", "killed_after"), [("demo_agp.yaml", 4, 2), ("demo_filters.yaml", 3, 1)]
+    ("recipe", "epochs", "killed_after"),
+    [("demo_agp.yaml", 4, 2), ("demo_filters.yaml", 3, 1), ("demo_lowrank.yaml", 3, 1)],
 )
 def test_resumed_compression_ends_with_the_same_model(recipe, epochs, killed_after, tmp_path,
                                                       capsys):
@@ -78,6 +79,20 @@ def test_resumed_compression_ends_with_the_same_model(recipe, epochs, killed_aft
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert resumed["nonzero_params"] == straight["nonzero_params"]
+
+
+@pytest.mark.slow
+def test_lowrank_recipe_factorizes_and_reloads(tmp_path, capsys):
+    out = tmp_path / "lowrank"
+    assert main(_compress(RECIPES / "demo_lowrank.yaml", out, "--epochs", "2")) == 0
+    result = _last_json(capsys)
+    dense = summarize(create_model("demo_cnn"), (1, 8, 8))
+    assert result["params"] < 0.65 * dense.params and result["macs"] < 0.65 * dense.macs
+    assert result["top1"] > 60.0
+    model = load_weights(create_model("demo_cnn"), result["model_path"])
+    assert [type(m).__name__ for m in model.features[1][0]] == ["Conv2d"] * 3
+    log = json.loads((out / "schedule.json").read_text())
+    assert log[0]["actions"]["lowrank"]["factorized"] == 2
 
 
 @pytest.mark.slow

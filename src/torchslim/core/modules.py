@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -83,3 +83,37 @@ def eval_mode(model: nn.Module | None) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def sync_optimizer(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    before: set[int],
+    own_group: Iterable[nn.Parameter] = (),
+    own_options: dict | None = None,
+) -> None:
+    """After a step replaced layers of ``model`` (factorization, BatchNorm folding): tensors
+    the model no longer has leave the optimizer (with their state), the model's new parameters
+    (ids not in ``before``) join the first group, and those in ``own_group`` get a group of
+    their own with ``own_options`` (e.g. no weight decay for learned quantizer steps).
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> before = {id(p) for p in model.parameters()}
+    >>> model[0] = torch.nn.Linear(2, 2, bias=False)
+    >>> sync_optimizer(optimizer, model, before)
+    >>> [p is model[0].weight for p in optimizer.param_groups[0]["params"]]
+    [True]
+    """
+    alive = {id(p) for p in model.parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if id(param) not in alive:
+                optimizer.state.pop(param, None)
+        group["params"] = [p for p in group["params"] if id(p) in alive]
+    separate = {id(p) for p in own_group}
+    new = [p for p in model.parameters() if id(p) not in before]
+    optimizer.param_groups[0]["params"].extend(p for p in new if id(p) not in separate)
+    own = [p for p in new if id(p) in separate]
+    if own:
+        optimizer.add_param_group({"params": own, **(own_options or {})})

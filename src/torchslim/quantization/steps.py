@@ -35,32 +35,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.errors import UserError
+from ..core.modules import sync_optimizer
 from ..core.steps import Step, StepContext
 from .config import QuantConfig
 from .fake import Quantizer, pact_penalty
 from .prepare import is_prepared, prepare
 from .record import quantization_record
-
-
-def _update_optimizer(
-    optimizer: torch.optim.Optimizer, model: nn.Module, before: set[int],
-    quantizers: list[Quantizer],
-) -> None:
-    """After quantizers went in: tensors the model no longer has (weights that BatchNorm folding
-    replaced) leave the optimizer, the replacements join the first group, and the quantizers'
-    learned parameters (LSQ steps, PACT levels) get a group of their own without weight decay."""
-    alive = {id(p) for p in model.parameters()}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            if id(param) not in alive:
-                optimizer.state.pop(param, None)
-        group["params"] = [p for p in group["params"] if id(p) in alive]
-    learned = {id(p) for q in quantizers for p in q.parameters()}
-    new = [p for p in model.parameters() if id(p) not in before]
-    optimizer.param_groups[0]["params"].extend(p for p in new if id(p) not in learned)
-    steps = [p for p in new if id(p) in learned]
-    if steps:
-        optimizer.add_param_group({"params": steps, "weight_decay": 0.0})
 
 
 class QuantizationStep(Step):
@@ -98,7 +78,9 @@ class QuantizationStep(Step):
                 self.config, inplace=True)
         ctx.edits.append(quantization_record(ctx.model))
         if ctx.optimizer is not None:
-            _update_optimizer(ctx.optimizer, ctx.model, before, self._quantizers(ctx.model))
+            # Folded weights replace the originals; learned steps (LSQ, PACT) get no decay.
+            learned = [p for q in self._quantizers(ctx.model) for p in q.parameters()]
+            sync_optimizer(ctx.optimizer, ctx.model, before, learned, {"weight_decay": 0.0})
 
     def _quantizers(self, model: nn.Module) -> list[Quantizer]:
         return [m for m in model.modules() if isinstance(m, Quantizer)]
