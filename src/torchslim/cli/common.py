@@ -101,6 +101,10 @@ def add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
         "--limit", type=positive_int, default=None,
         help="use N images drawn at random (seeded) from the split",
     )
+    parser.add_argument(
+        "--classes", type=class_list, default=None, metavar="A,B,...",
+        help="use only these classes, relabelled in this order (e.g. cat,dog); default: all",
+    )
 
 
 def add_train_args(
@@ -172,10 +176,20 @@ def input_shape(spec: ModelSpec, dataset: ArrayDataset | None, given=None) -> tu
     return tuple(chosen)
 
 
-def load_split(args: argparse.Namespace, split: str) -> ArrayDataset:
-    """The ``split`` of ``--data``, subsampled to ``--limit`` images."""
+def class_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give class names separated by commas, e.g. cat,dog")
+    return names
+
+
+def load_split(args: argparse.Namespace, split: str, limit: bool = True) -> ArrayDataset:
+    """The ``split`` of ``--data``, only the ``--classes`` asked for, subsampled to ``--limit``
+    images (unless ``limit`` is False: evaluation splits are not subsampled)."""
     dataset = load_dataset(args.data, split, progress=not args.quiet)
-    if args.limit is not None:
+    if getattr(args, "classes", None):
+        dataset = dataset.select_classes(args.classes)
+    if limit and args.limit is not None:
         dataset = dataset.subset(args.limit)
     return dataset
 

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError, did_you_mean
-from ..data import load_dataset
 from ..pipelines.common import build_model, machine_meta
 from ..pipelines.compress import compress, report, schedule_notes
 from ..recipe import build_scheduler, load_recipe
@@ -97,7 +96,7 @@ def run_schedule(
         for note in notes:
             print(f"torchslim {command}: note: {note}", file=sys.stderr)
     train_set = load_split(args, args.split)
-    eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
+    eval_set = load_split(args, args.eval_split, limit=False)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights, train_set.num_classes)
     baseline = copy.deepcopy(model)

@@ -10,7 +10,6 @@ import torch
 
 from ..bench import BenchTable
 from ..core.errors import UserError
-from ..data import load_dataset
 from ..export.onnx import export_onnx
 from ..models import edit_records
 from ..pipelines.common import build_model, machine_meta
@@ -103,7 +102,7 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         bias_correction=args.bias_correction,
     )
     evaluation = load_split(args, args.split)
-    calibration = load_dataset(args.data, args.calibration_split, progress=not args.quiet)
+    calibration = load_split(args, args.calibration_split, limit=False)
     if len(calibration) == 0:
         raise UserError(f"the calibration split '{args.calibration_split}' is empty")
     per_class = max(1, args.calibration_images // max(calibration.num_classes, 1))

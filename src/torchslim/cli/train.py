@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data import load_dataset
+from torch import nn
+
+from ..core.errors import UserError
 from ..pipelines.common import build_model, write_eval_outputs
+from ..schedule import CompressionScheduler, Policy
 from ..train import Trainer, evaluate, seed_everything
+from ..transfer import Freeze, Unfreeze, replace_head
 from .common import (
     Emit,
     add_common,
@@ -35,6 +39,21 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p, "train")
     add_train_args(p, Path("runs/train"), schedule_default="cosine")
+    transfer = p.add_argument_group("transfer learning (a pretrained model, a new task)")
+    transfer.add_argument(
+        "--new-head", action="store_true",
+        help="load --weights, then replace the classifier (the last Linear) with a new one for "
+        "the data's classes (e.g. with --classes cat,dog); the saved model reloads fresh",
+    )
+    transfer.add_argument(
+        "--freeze-backbone", action="store_true",
+        help="train only the classifier: every other layer frozen (BatchNorm statistics too)",
+    )
+    transfer.add_argument(
+        "--unfreeze-epoch", type=int, default=None, metavar="N",
+        help="with --freeze-backbone: fine-tune every layer from epoch N (0-based) on "
+        "(default: frozen throughout)",
+    )
     add_common(p)
     p.set_defaults(handler=run_train)
 
@@ -55,11 +74,47 @@ def run_eval(args: argparse.Namespace, emit: Emit) -> None:
     emit(args, payload)
 
 
+def _transfer(args: argparse.Namespace, model, meta: dict) -> list:
+    """The new head (recorded in ``meta``) and the freezing schedule the options ask for."""
+    head = None
+    if args.new_head:
+        record = replace_head(model, len(meta["classes"]))
+        meta["edits"] = [*meta.get("edits", []), record]
+        head = record["layer"]
+    if args.unfreeze_epoch is not None and not args.freeze_backbone:
+        raise UserError("--unfreeze-epoch needs --freeze-backbone (what would it unfreeze?)")
+    if not args.freeze_backbone:
+        return []
+    if args.unfreeze_epoch is not None and not 0 < args.unfreeze_epoch < args.epochs:
+        raise UserError(f"--unfreeze-epoch must be between 1 and {args.epochs - 1} (the last "
+                        f"epoch), got {args.unfreeze_epoch}")
+    schedule = CompressionScheduler(model)
+    schedule.add(Freeze(["*"], exclude=[head or _last_linear(model)]), Policy(epochs=[0]),
+                 "freeze_backbone")
+    if args.unfreeze_epoch is not None:
+        schedule.add(Unfreeze(["*"]), Policy(epochs=[args.unfreeze_epoch]), "unfreeze")
+    return [schedule]
+
+
+def _last_linear(model) -> str:
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserError("--freeze-backbone keeps the classifier training, but the model has no "
+                        "Linear layer")
+    return linears[-1]
+
+
 def run_train(args: argparse.Namespace, emit: Emit) -> None:
+    if args.new_head and not args.weights:
+        raise UserError("--new-head replaces the classifier of a pretrained model: give its "
+                        "--weights")
     train_set = load_split(args, args.split)
-    eval_set = load_dataset(args.data, args.eval_split, progress=not args.quiet)
+    eval_set = load_split(args, args.eval_split, limit=False)
     seed_everything(args.seed)
-    model, spec = build_model(args.model, args.weights, train_set.num_classes)
+    model, spec = build_model(args.model, args.weights,
+                              None if args.new_head else train_set.num_classes)
+    meta = model_meta(args, train_set)
+    callbacks = _transfer(args, model, meta)
     config = train_config(args, args.schedule)
     train_batches = make_loader(args, spec, train_set, train=True)
     if not args.quiet:
@@ -72,7 +127,8 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
         num_classes=train_set.num_classes,
         out_dir=args.out,
         progress=not args.quiet,
-        model_meta=model_meta(args, train_set),
+        model_meta=meta,
+        callbacks=callbacks,
     )
     history = trainer.fit(resume=args.resume)
     last = history[-1]

@@ -110,6 +110,29 @@ class ArrayDataset(Dataset):
         ]).sort().values
         return ArrayDataset(self.images[keep], self.labels[keep], self.classes, self.augmentation)
 
+    def select_classes(self, names: list[str]) -> ArrayDataset:
+        """Only the images of the classes ``names``, relabelled ``0..len(names) - 1`` in that
+        order (a 2-class cat-vs-dog task from CIFAR-10, say).
+
+        >>> ds = ArrayDataset(torch.zeros(4, 2, 2, 1, dtype=torch.uint8),
+        ...                   torch.tensor([0, 1, 2, 1]), ["a", "b", "c"])
+        >>> two = ds.select_classes(["c", "b"])
+        >>> two.classes, two.labels.tolist()
+        (['c', 'b'], [1, 0, 1])
+        """
+        unknown = [name for name in names if name not in self.classes]
+        if unknown or not names or len(set(names)) != len(names):
+            raise UserError(
+                f"classes {names} must be distinct names of this data set's classes "
+                f"({', '.join(self.classes)}); unknown: {', '.join(unknown) or 'none'}"
+            )
+        old = torch.tensor([self.classes.index(name) for name in names])
+        keep = torch.nonzero(torch.isin(self.labels, old)).flatten()
+        remap = torch.full((len(self.classes),), -1, dtype=torch.int64)
+        remap[old] = torch.arange(len(names))
+        return ArrayDataset(self.images[keep], remap[self.labels[keep]], list(names),
+                            self.augmentation)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image as :meth:`__getitem__` returns it."""
