@@ -76,3 +76,12 @@ def test_readme_quantization_example_runs(tmp_path, monkeypatch):
     ops = {node.op_type for node in onnx.load(tmp_path / "r20_int8.onnx").graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert namespace["quantized"] is not namespace["model"]
+
+
+def test_readme_recipes_validate():
+    from torchslim.recipe import parse_recipe
+
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        assert parse_recipe(block, "README.md").policies
