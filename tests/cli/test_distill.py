@@ -60,3 +60,23 @@ def test_user_mistakes_are_one_line_and_exit_2(teacher, tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("torchslim distill: error: ")
     assert re.search(match, err), err
+
+
+def test_compress_with_a_teacher_adds_distillation_to_the_recipe(teacher, tmp_path, capsys):
+    out = tmp_path / "agp_kd"
+    args = ["compress", "--recipe", "demo_agp", "--model", "demo_cnn", "--weights", teacher,
+            "--data", "digits", "--epochs", "2", "--batch-size", "64", "--teacher", "demo_cnn",
+            "--teacher-weights", teacher, "--temperature", "2", "--repeats", "2",
+            "--latency-batch", "16", "--out", out, "--json", "--quiet"]
+    assert main(args) == 0
+    payload = last_json(capsys.readouterr().out)
+    assert payload["rows"][1]["name"] == "demo_cnn (demo_agp, distilled from demo_cnn)"
+    assert payload["sparsity"] > 0.5
+    log = (out / "schedule.txt").read_text()
+    assert "fired conv_pruner, distillation" in log
+
+
+def test_compress_teacher_weights_without_a_teacher_is_one_line(teacher, tmp_path, capsys):
+    assert main(["compress", "--recipe", "demo_agp", "--model", "demo_cnn", "--data", "digits",
+                 "--teacher-weights", teacher, "--out", tmp_path, "--quiet"]) == 2
+    assert "name it with --teacher" in capsys.readouterr().err

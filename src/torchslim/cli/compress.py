@@ -32,6 +32,7 @@ from .common import (
     train_config,
     training_log,
 )
+from .teacher import add_distill_args, add_distillation, check_distill_args
 
 
 def register(sub) -> None:
@@ -49,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--latency-batch", type=positive_int, default=256,
                    help="the large batch (default: 256)")
     p.add_argument("--repeats", type=positive_int, default=20, help="latency repeats (default: 20)")
+    add_distill_args(p, required=False)
     add_common(p)
     p.set_defaults(handler=run_compress)
 
@@ -70,11 +72,23 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     recipe_file = resolve_recipe(args.recipe)
     recipe = load_recipe(recipe_file)
     build_scheduler(recipe, build_model(args.model)[0])  # name errors before any data loads
+    if args.teacher:
+        check_distill_args(args)
+    elif args.teacher_weights or args.hint:
+        raise UserError("--teacher-weights and --hint distil from a teacher: name it with "
+                        "--teacher")
+
+    def scheduler(model, example_input):
+        schedule = build_scheduler(recipe, model, example_input)
+        if args.teacher:
+            add_distillation(schedule, args)
+        return schedule
+
+    label = recipe_file.stem + (f", distilled from {args.teacher}" if args.teacher else "")
     run_schedule(
-        args, emit, "compress", lambda model, x: build_scheduler(recipe, model, x),
-        label=recipe_file.stem, notes=schedule_notes(recipe, args.epochs),
+        args, emit, "compress", scheduler, label=label, notes=schedule_notes(recipe, args.epochs),
         lr_scheduled=any(p.kind == "lr_scheduler" for p in recipe.policies),
-        meta={"recipe": str(recipe_file)},
+        meta={"recipe": str(recipe_file), **({"teacher": args.teacher} if args.teacher else {})},
     )
 
 
