@@ -131,3 +131,18 @@ def test_reinitialize_gives_fresh_weights_of_the_same_structure():
     record = factorize(model, "depthwise_separable", reinitialize=True)
     assert record == trained
     assert model.features[1][0][0].groups == 32
+
+
+def test_recipe_rank_too_large_is_a_located_error_before_training():
+    from torchslim.recipe import build_scheduler, parse_recipe
+
+    recipe = parse_recipe("""
+extensions:
+  lowrank: {class: LowRankFactorization, method: svd, rank: 500, layers: [features.1.0]}
+policies:
+  - extension: lowrank
+    epochs: [0]
+""", "lr.yaml")
+    with pytest.raises(UserError, match=r"lr.yaml:3 extensions.lowrank: layer 'features.1.0': "
+                                        r"rank 500 is larger than .* \(at most 64\)"):
+        build_scheduler(recipe, create_model("demo_cnn"))

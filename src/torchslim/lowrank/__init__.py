@@ -30,7 +30,14 @@ from .decompose import (
     svd_linear,
     tucker2_conv,
 )
-from .factorize import METHODS, apply_factorization, factorize, ratio_for_macs, select_layers
+from .factorize import (
+    METHODS,
+    apply_factorization,
+    factorize,
+    plan_factorization,
+    ratio_for_macs,
+    select_layers,
+)
 
 __all__ = [
     "METHODS",
@@ -40,6 +47,7 @@ __all__ = [
     "factorized_params",
     "group_conv",
     "max_rank",
+    "plan_factorization",
     "ratio_for_macs",
     "select_layers",
     "singular_values",

@@ -41,7 +41,7 @@ from torch.nn.modules.conv import _ConvNd
 from ..core.errors import UserError
 
 
-def _check_rank(rank: int, limit: int, what: str) -> int:
+def check_rank(rank: int, limit: int, what: str) -> int:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise UserError(f"the rank of {what} must be a whole number >= 1, got {rank!r}")
     if rank > limit:
@@ -99,7 +99,7 @@ def svd_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     """``layer`` as two Linears through ``rank`` features."""
     if not isinstance(layer, nn.Linear):
         raise UserError(f"svd_linear takes a Linear, got {type(layer).__name__}")
-    _check_rank(rank, max_rank(layer), f"a Linear({layer.in_features}, {layer.out_features})")
+    check_rank(rank, max_rank(layer), f"a Linear({layer.in_features}, {layer.out_features})")
     left, right = _split(layer.weight.detach(), rank)
     first = nn.Linear(layer.in_features, rank, bias=False)
     second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
@@ -114,7 +114,7 @@ def svd_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     """``layer`` as a ``k x k`` conv with ``rank`` outputs and a 1 x 1 conv."""
     layer = _plain_conv(layer, "the layer")
     out_ch, in_ch = layer.out_channels, layer.in_channels
-    _check_rank(rank, max_rank(layer), f"a {in_ch}->{out_ch} {layer.kernel_size} conv")
+    check_rank(rank, max_rank(layer), f"a {in_ch}->{out_ch} {layer.kernel_size} conv")
     left, right = _split(layer.weight.detach().reshape(out_ch, -1), rank)
     first = _like(layer, in_ch, rank)
     second = _like(layer, rank, out_ch, bias=layer.bias is not None, spatial=False)
@@ -134,8 +134,8 @@ def tucker2_conv(layer: nn.Conv2d, ranks: tuple[int, int], iterations: int = 5) 
     layer = _plain_conv(layer, "the layer")
     out_ch, in_ch = layer.out_channels, layer.in_channels
     r_in, r_out = ranks
-    _check_rank(r_in, in_ch, f"the input side of a {in_ch}->{out_ch} conv")
-    _check_rank(r_out, out_ch, f"the output side of a {in_ch}->{out_ch} conv")
+    check_rank(r_in, in_ch, f"the input side of a {in_ch}->{out_ch} conv")
+    check_rank(r_out, out_ch, f"the output side of a {in_ch}->{out_ch} conv")
     w = layer.weight.detach().double()
     u_out = _leading(w.reshape(out_ch, -1), r_out)
     u_in = _leading(w.transpose(0, 1).reshape(in_ch, -1), r_in)

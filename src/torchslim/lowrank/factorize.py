@@ -48,6 +48,7 @@ from ..core.edits import register_edit
 from ..core.errors import UserError
 from ..core.names import match_names
 from .decompose import (
+    check_rank,
     depthwise_separable,
     factorized_params,
     group_conv,
@@ -187,7 +188,7 @@ def _replace_all(model: nn.Module, layers: Mapping[str, Mapping[str, Any]], what
             raise UserError(f"layer '{name}': {err}") from None
 
 
-def factorize(
+def plan_factorization(
     model: nn.Module,
     method: str = "svd",
     *,
@@ -196,11 +197,9 @@ def factorize(
     ratio: float | None = None,
     layers: Sequence[str] | None = None,
     exclude: Iterable[str] = (),
-    reinitialize: bool = False,
-) -> dict[str, Any]:
-    """Replace the selected layers of ``model`` in place; return the edit record (see the
-    module docstring). ``reinitialize`` gives the new layers fresh random weights (a student
-    trained from scratch) instead of the decomposition of the trained ones."""
+) -> dict[str, dict[str, Any]]:
+    """What :func:`factorize` would do, layer by layer, without changing ``model`` (every
+    impossible request is a :class:`UserError` here)."""
     targets = [v is not None for v in (rank, energy, ratio)]
     if method in ("svd", "tucker2") and sum(targets) != 1:
         raise UserError(f"'{method}' needs exactly one of rank, energy or ratio")
@@ -216,10 +215,47 @@ def factorize(
     for name in names:
         try:
             entry = _choose(modules[name], method, rank, energy, ratio)
+            if entry is not None:
+                _check_entry(modules[name], entry)
         except UserError as err:
             raise UserError(f"layer '{name}': {err}") from None
         if entry is not None:
             plan[name] = entry
+    return plan
+
+
+def _check_entry(layer: nn.Module, entry: Mapping[str, Any]) -> None:
+    """Raise what building the replacement would raise, without building it."""
+    method = entry["method"]
+    if method == "svd":
+        check_rank(entry["rank"], max_rank(layer), f"a {tuple(layer.weight.shape)} weight")
+    elif method == "tucker2":
+        out_ch, in_ch = layer.weight.shape[:2]
+        check_rank(entry["ranks"][0], in_ch, f"the input side of a {in_ch}->{out_ch} conv")
+        check_rank(entry["ranks"][1], out_ch, f"the output side of a {in_ch}->{out_ch} conv")
+    elif method == "group":
+        groups, (out_ch, in_ch) = entry["groups"], layer.weight.shape[:2]
+        if groups < 2 or in_ch % groups or out_ch % groups:
+            raise UserError(f"groups={groups} must be a whole number >= 2 dividing both the "
+                            f"{in_ch} input and {out_ch} output channels")
+
+
+def factorize(
+    model: nn.Module,
+    method: str = "svd",
+    *,
+    rank: int | tuple[int, int] | None = None,
+    energy: float | None = None,
+    ratio: float | None = None,
+    layers: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+    reinitialize: bool = False,
+) -> dict[str, Any]:
+    """Replace the selected layers of ``model`` in place; return the edit record (see the
+    module docstring). ``reinitialize`` gives the new layers fresh random weights (a student
+    trained from scratch) instead of the decomposition of the trained ones."""
+    plan = plan_factorization(model, method, rank=rank, energy=energy, ratio=ratio,
+                              layers=layers, exclude=exclude)
     _replace_all(model, plan, "the plan")
     if reinitialize:
         for name in plan:
@@ -263,12 +299,19 @@ def ratio_for_macs(
         factorize(trial, method, ratio=ratio, layers=layers, exclude=exclude)
         return summarize(trial, tuple(input_shape)).macs
 
-    low, high = 0.0, 1.0
-    smallest = macs(0.01)
+    # Below this ratio some selected layer cannot be factorized at rank 1 and stays whole.
+    modules = dict(model.named_modules())
+    floors = [factorized_params(modules[name], method, 1 if method == "svd" else (1, 1))
+              / modules[name].weight.numel()
+              for name in select_layers(model, method, layers, exclude)]
+    if method not in ("svd", "tucker2") or not floors:
+        raise UserError(f"a MACs target chooses ranks: use 'svd' or 'tucker2' on layers they "
+                        f"apply to, not '{method}'")
+    low, high = min(max(floors) * 1.001, 0.999), 1.0
+    smallest = macs(low)
     if smallest > goal:
         raise UserError(f"factorizing the selected layers brings the MACs down at most "
                         f"{base / smallest:.2f}x, short of {speedup}x: select more layers")
-    low = 0.01
     while high - low > tolerance:
         mid = (low + high) / 2
         if macs(mid) <= goal:

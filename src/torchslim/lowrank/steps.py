@@ -30,7 +30,7 @@ from typing import Any
 
 from ..core.modules import sync_optimizer
 from ..core.steps import Step, StepContext
-from .factorize import factorize
+from .factorize import factorize, plan_factorization
 
 
 class FactorizationStep(Step):
@@ -54,6 +54,12 @@ class FactorizationStep(Step):
                         "exclude": list(exclude), "reinitialize": reinitialize}
         self.method = method
         self.done = False
+
+    def attach(self, ctx: StepContext) -> None:
+        # Impossible ranks and unknown layer names fail when the step is scheduled, before
+        # any data loads (a recipe error then names the file and line).
+        options = {k: v for k, v in self.options.items() if k != "reinitialize"}
+        plan_factorization(ctx.model, self.method, **options)
 
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.done:

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Issue 11 on the JPEG CIFAR-10 data: distillation-aided pruning, ResNet-56 teaching ResNet-20,
+# low-rank ResNet-56, a depthwise-separable student, transfer to cat vs dog. Every run is
+# resumable (run the script again after a crash); two lanes run side by side, one thread each
+# (LANES=a or LANES=b runs one). Runs go under runs/bench/distill/; at the end
+# benchmarks/distill_summary.py writes benchmarks/results/distill_lowrank.{md,json}.
+#   lane a: ResNet-56 dense 8 epochs (the teacher) -> inner filters pruned + KD (8) -> Tucker-2
+#           1.5x fewer MACs (8) -> ResNet-20 taught by ResNet-56 (10) -> DS student + KD (15)
+#   lane b: ResNet-20 dense 15 epochs (the teacher) -> AGP 90 % + KD (15) -> ResNet-20 plain
+#           fine-tune (10) -> transfer to cat vs dog: frozen backbone, full fine-tuning, frozen
+#           for one epoch then full (5 each) -> DS student alone (15)
+# SMOKE=1: one epoch each on 256 images, under runs/bench/distill_smoke (a check of the script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+DATA="$SHARED/data/cifar10-jpeg.tar.gz"
+R20="$SHARED/models/resnet20-12fca82f.th"
+R56="$SHARED/models/resnet56-4bfd9763.th"
+RUNS=${RUNS:-runs/bench/distill}
+EXTRA=()
+if [ "${SMOKE:-0}" = 1 ]; then RUNS=runs/bench/distill_smoke; EXTRA=(--limit 256); fi
+export OMP_NUM_THREADS=1
+ep() { if [ "${SMOKE:-0}" = 1 ]; then echo "${2:-1}"; else echo "$1"; fi; }
+resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
+done_() { [ -s "$RUNS/$1.json" ]; }
+COMMON=(--data "$DATA" --batch-size 128 --schedule cosine --quiet --json "${EXTRA[@]}")
+BENCH=(--repeats 3 --latency-batch 64)
+
+train() {  # NAME MODEL WEIGHTS EPOCHS LR [extra...]
+    local name=$1 model=$2 weights=$3 epochs=$4 lr=$5; shift 5
+    done_ "$name" && return 0
+    .venv/bin/torchslim train --model "$model" --weights "$weights" "${COMMON[@]}" \
+        --epochs "$epochs" --lr "$lr" --out "$RUNS/$name" $(resume "$RUNS/$name") "$@" \
+        | tail -n 1 > "$RUNS/$name.tmp" && mv "$RUNS/$name.tmp" "$RUNS/$name.json"
+}
+compress() {  # NAME MODEL RECIPE EPOCHS LR [extra...]; extra may hold --weights, --teacher
+    local name=$1 model=$2 recipe=$3 epochs=$4 lr=$5; shift 5
+    done_ "$name" && return 0
+    .venv/bin/torchslim compress --recipe "$recipe" --model "$model" "${COMMON[@]}" "${BENCH[@]}" \
+        --epochs "$epochs" --lr "$lr" --out "$RUNS/$name" $(resume "$RUNS/$name") "$@" \
+        | tail -n 1 > "$RUNS/$name.tmp" && mv "$RUNS/$name.tmp" "$RUNS/$name.json"
+}
+distill() {  # NAME STUDENT WEIGHTS TEACHER TEACHER_WEIGHTS EPOCHS LR
+    local name=$1
+    done_ "$name" && return 0
+    .venv/bin/torchslim distill --model "$2" --weights "$3" --teacher "$4" \
+        --teacher-weights "$5" "${COMMON[@]}" "${BENCH[@]}" --epochs "$6" --lr "$7" \
+        --out "$RUNS/$name" $(resume "$RUNS/$name") \
+        | tail -n 1 > "$RUNS/$name.tmp" && mv "$RUNS/$name.tmp" "$RUNS/$name.json"
+}
+T56=(--teacher cifar_resnet56 --teacher-weights "$RUNS/r56_dense8/model.pt")
+T20=(--teacher cifar_resnet20 --teacher-weights "$RUNS/r20_dense15/model.pt")
+
+lane_a() {
+    train r56_dense8 cifar_resnet56 "$R56" "$(ep 8)" 0.02
+    compress r56_inner_kd cifar_resnet56 benchmarks/recipes/resnet56_inner.yaml "$(ep 8)" 0.02 \
+        --weights "$R56" "${T56[@]}"
+    compress r56_tucker2 cifar_resnet56 benchmarks/recipes/resnet56_tucker2.yaml "$(ep 8)" 0.02 \
+        --weights "$R56"
+    distill r20_kd_from_r56 cifar_resnet20 "$R20" cifar_resnet56 "$RUNS/r56_dense8/model.pt" \
+        "$(ep 10)" 0.02
+    compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml "$(ep 15)" 0.1 \
+        "${T56[@]}"
+}
+lane_b() {
+    train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02
+    compress r20_agp90_kd cifar_resnet20 benchmarks/recipes/resnet20_agp90.yaml "$(ep 15)" 0.02 \
+        --weights "$R20" "${T20[@]}"
+    train r20_plain10 cifar_resnet20 "$R20" "$(ep 10)" 0.02
+    train transfer_frozen cifar_resnet20 "$R20" "$(ep 5)" 0.02 --classes cat,dog --new-head \
+        --freeze-backbone
+    train transfer_full cifar_resnet20 "$R20" "$(ep 5)" 0.02 --classes cat,dog --new-head
+    train transfer_two_phase cifar_resnet20 "$R20" "$(ep 5 2)" 0.02 --classes cat,dog \
+        --new-head --freeze-backbone --unfreeze-epoch 1
+    compress r20_ds_scratch cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml \
+        "$(ep 15)" 0.1
+}
+mkdir -p "$RUNS"
+case "${LANES:-ab}" in
+    a) lane_a ;;
+    b) lane_b ;;
+    *) lane_a & lane_b & wait ;;
+esac
+if [ "${SMOKE:-0}" = 1 ]; then
+    .venv/bin/python benchmarks/distill_summary.py "$RUNS" --out "$RUNS/results"
+else
+    .venv/bin/python benchmarks/distill_summary.py "$RUNS"
+fi
