@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..core.errors import UserError, did_you_mean
-from . import cifar_resnet, small
+from . import cifar_resnet, distiller_zoo, small
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,27 @@ for _depth, _factory in (
         normalization="cifar",
         description=f"ResNet-{_depth} for CIFAR-10 (He et al. 2015), option-A shortcuts",
     )(_factory)
+
+for _depth, _blocks in distiller_zoo.DEPTHS.items():
+    register_model(
+        f"resnet{_depth}_cifar",
+        input_shape=(3, 32, 32),
+        normalization="cifar",
+        description=f"Distiller's ResNet-{_depth} for CIFAR-10 (1x1-conv downsample, fc head)",
+    )(functools.partial(distiller_zoo.ResNetCifarDistiller, _blocks))
+    register_model(
+        f"preact_resnet{_depth}_cifar",
+        input_shape=(3, 32, 32),
+        normalization="cifar",
+        description=f"Distiller's pre-activation ResNet-{_depth} for CIFAR-10",
+    )(functools.partial(distiller_zoo.PreactResNetCifar, _blocks))
+register_model("plain20_cifar", input_shape=(3, 32, 32), normalization="cifar",
+               description="Distiller's ResNet-20 without shortcuts")(distiller_zoo.PlainCifar)
+register_model("vgg16_cifar", input_shape=(3, 32, 32), normalization="cifar",
+               description="Distiller's VGG-16 for CIFAR-10 (no BatchNorm)")(
+    distiller_zoo.VGGCifar)
+register_model("simplenet_mnist", input_shape=(1, 28, 28), normalization="none",
+               description="Distiller's two-conv MNIST network")(distiller_zoo.SimplenetMnist)
 
 register_model(
     "lenet5", input_shape=(1, 28, 28), normalization="none", description="LeNet-5 for 1x28x28"
