@@ -1,4 +1,4 @@
-"""The demo: dense training, then the two recipe rows beside the dense one."""
+"""The demo: dense training, then the recipe rows, the distilled student and int8 beside it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from torchslim.pipelines.demo import run_demo
 @pytest.mark.slow
 def test_demo_adds_agp_and_thinned_filter_rows(tmp_path):
     result = run_demo(tmp_path, epochs=4, quiet=True, repeats=2, finetune_epochs=4)
-    dense, agp, filters, fp32_onnx, int8_onnx = result["rows"]
+    dense, agp, filters, lowrank, student, fp32_onnx, int8_onnx = result["rows"]
     assert dense["name"] == "demo_cnn (dense)"
     assert agp["notes"] == "recipe demo_agp"
     assert filters["notes"] == "recipe demo_filters"
     assert agp["params"] == dense["params"] and agp["nonzero_params"] < 0.3 * dense["params"]
     assert agp["file_bytes"] < 0.4 * dense["file_bytes"]
     assert filters["params"] < 0.4 * dense["params"] and filters["macs"] < 0.4 * dense["macs"]
+    assert lowrank["notes"] == "recipe demo_lowrank" and lowrank["macs"] < 0.6 * dense["macs"]
+    assert student["params"] < 0.2 * dense["params"] and student["top1"] > 50.0
+    assert (tmp_path / "distilled_student" / "compressed.pt").is_file()
     assert (tmp_path / "demo_agp" / "schedule.txt").is_file()
     assert (tmp_path / "demo_filters" / "compressed.pt").is_file()
     assert "demo_cnn (filters -40 %, thinned)" in (tmp_path / "bench.md").read_text()

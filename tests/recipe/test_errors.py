@@ -151,21 +151,6 @@ PARSE_ERRORS = {
         "bad.yaml:5 pruners.p.levels.features.0.0.weight: input should be a finite number, "
         "got nan",
     ),
-    "string_for_weights_list": (
-        """
-        pruners:
-          conv_pruner:
-            class: AutomatedGradualPruner
-            initial_sparsity: 0.05
-            final_sparsity: 0.5
-            weights: features.0.0.weight
-        policies:
-          - pruner: {instance_name: conv_pruner}
-            starting_epoch: 0
-        """,
-        "bad.yaml:6 pruners.conv_pruner.weights: input should be a valid list, "
-        "got 'features.0.0.weight'",
-    ),
     "number_in_weights_list": (
         """
         pruners:

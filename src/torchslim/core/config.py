@@ -70,7 +70,12 @@ Number = Annotated[float, BeforeValidator(yaml_float), Field(allow_inf_nan=False
 Sparsity = Annotated[Number, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[Number, Field(ge=0.0)]
 WeightName = Annotated[str, AfterValidator(_usable_pattern)]
-WeightList = Annotated[list[WeightName], Field(min_length=1)]
+def one_or_many(value: Any) -> Any:
+    """Distiller's files sometimes give ``weights:`` one name instead of a list: take it as one."""
+    return [value] if isinstance(value, str) else value
+
+
+WeightList = Annotated[list[WeightName], BeforeValidator(one_or_many), Field(min_length=1)]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from ..core.config import (
@@ -112,10 +112,34 @@ Regime = Annotated[tuple[Sparsity, StructureKind], BeforeValidator(list_to_tuple
 
 
 class RankedStructureArgs(Args):
-    """Distiller's ``reg_regims: {weight: [ratio, '3D' | 'Channels']}``."""
+    """Distiller's two forms: ``reg_regims: {weight: [ratio, '3D' | 'Channels']}`` (before 2019,
+    seed 002's), or ``group_type``, ``desired_sparsity`` and ``weights`` (its current
+    examples)."""
 
-    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
-    reg_regims: Annotated[dict[WeightName, Regime], Field(min_length=1)]
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims", "weights")
+    reg_regims: Annotated[dict[WeightName, Regime], Field(min_length=1)] | None = None
+    group_type: Literal["Filters", "3D", "Channels", "Rows"] | None = None
+    desired_sparsity: Sparsity | None = None
+    weights: WeightList | None = None
+    group_dependency: Literal["Leader"] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        new_form = {k: getattr(self, k) for k in ("group_type", "desired_sparsity", "weights")}
+        if self.reg_regims is not None:
+            given = [k for k, v in new_form.items() if v is not None]
+            if given:
+                raise ValueError(f"give either reg_regims or group_type/desired_sparsity/"
+                                 f"weights, not both (found reg_regims and {given[0]})")
+        else:
+            missing = [k for k, v in new_form.items() if v is None]
+            if missing:
+                raise ValueError(f"needs {', '.join(missing)} (or the older reg_regims form)")
+        if self.group_dependency == "Leader":
+            raise ValueError("group_dependency: Leader (every weight pruned like the first) is "
+                             "not yet supported by torchslim; leave it out to rank each weight "
+                             "by itself")
+        return self
 
 
 class BernoulliArgs(Args):
@@ -170,16 +194,25 @@ def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
 
 
 def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
-    regimes = []
-    for pattern, (ratio, kind) in a.reg_regims.items():
-        layers = _layers(model, [pattern])
-        regimes.append((layers, FilterNormPruner(ratio, norm=1), False) if kind != "Channels"
-                       else (layers, ChannelNormPruner(ratio, norm=1), True))
-    return StructuredPruneStep(regimes=regimes)
+    # Distiller removes floor(ratio x channels) of each weight's channels.
+    def pruner(ratio: float, kind: str):
+        if kind in ("Channels", "Rows"):
+            return ChannelNormPruner(ratio, norm=1, rounding="floor"), True
+        return FilterNormPruner(ratio, norm=1, rounding="floor"), False
+
+    if a.reg_regims is None:
+        regimes = {pattern: (a.desired_sparsity, a.group_type) for pattern in a.weights}
+    else:
+        regimes = dict(a.reg_regims)
+    steps = []
+    for pattern, (ratio, kind) in regimes.items():
+        chosen, inputs = pruner(ratio, kind)
+        steps.append((_layers(model, [pattern]), chosen, inputs))
+    return StructuredPruneStep(regimes=steps)
 
 
 def _bernoulli(a: BernoulliArgs, model: nn.Module) -> StructuredPruneStep:
-    pruner = RandomChannelPruner(a.desired_sparsity, seed=a.seed)
+    pruner = RandomChannelPruner(a.desired_sparsity, seed=a.seed, rounding="floor")
     return StructuredPruneStep(
         regimes=[(_layers(model, a.weights), pruner, a.group_type == "Channels")]
     )

@@ -21,8 +21,9 @@ Channels whose parameters are already all zero score ``-inf``: they count toward
 first.
 
 *How many.* ``sparsity`` is the fraction of channels to remove. Per group (the default, uniform
-sparsity) that is ``floor(sparsity * n + 0.5)`` of its ``n`` channels, i.e. rounded half up, but
-at most ``n - 1``: every group keeps at least one channel. With ``global_ranking=True`` one
+sparsity) that is ``floor(sparsity * n + 0.5)`` of its ``n`` channels, i.e. rounded half up, or
+with ``rounding="floor"`` ``floor(sparsity * n)`` as Distiller removes (its classes use that),
+but at most ``n - 1``: every group keeps at least one channel. With ``global_ranking=True`` one
 threshold runs over the channels of all selected groups together: the same rounding over their
 total, the lowest scores first, skipping any channel that would be the last of its group.
 
@@ -60,18 +61,27 @@ from .importance import BNScale, Importance, RandomImportance, WeightNorm
 from .masks import Masks
 from .schedules import SparsitySchedule, as_schedule
 
+ROUNDING = ("half_up", "floor")
 
-def removal_count(sparsity: float, channels: int, round_to: int = 1) -> int:
-    """How many of ``channels`` to remove: ``sparsity * channels`` rounded half up, at most all
-    but one. With ``round_to`` > 1 the number kept is moved to the nearest multiple of it (at
-    least one multiple, at most all channels): kernels run faster on such channel counts.
+
+def removal_count(sparsity: float, channels: int, round_to: int = 1,
+                  rounding: str = "half_up") -> int:
+    """How many of ``channels`` to remove: ``sparsity * channels`` rounded half up (or down,
+    with ``rounding="floor"``, as Distiller does), at most all but one. With ``round_to`` > 1 the
+    number kept is moved to the nearest multiple of it (at least one multiple, at most all
+    channels): kernels run faster on such channel counts.
 
     >>> removal_count(0.5, 16), removal_count(0.25, 10), removal_count(0.9, 3), removal_count(0, 4)
     (8, 3, 2, 0)
+    >>> removal_count(0.6, 16), removal_count(0.6, 16, rounding="floor")
+    (10, 9)
     >>> removal_count(0.32, 64, round_to=8), removal_count(0.32, 16, round_to=8)
     (16, 8)
     """
-    removed = min(math.floor(sparsity * channels + 0.5), channels - 1)
+    exact = sparsity * channels
+    # A hair of tolerance: 0.3 * 64 is 19.199999999999996 in floating point.
+    count = math.floor(exact + 1e-9) if rounding == "floor" else math.floor(exact + 0.5)
+    removed = min(count, channels - 1)
     if round_to > 1 and removed:
         kept = max(round_to, round_to * math.floor((channels - removed) / round_to + 0.5))
         removed = channels - min(kept, channels)
@@ -90,7 +100,11 @@ class StructuredPruner:
         *,
         global_ranking: bool = False,
         round_to: int = 1,
+        rounding: str = "half_up",
     ) -> None:
+        if rounding not in ROUNDING:
+            raise UserError(f"rounding must be one of {', '.join(ROUNDING)}, got {rounding!r}")
+        self.rounding = rounding
         self.schedule = as_schedule(sparsity)
         self.importance = importance
         self.global_ranking = global_ranking
@@ -138,9 +152,10 @@ class StructuredPruner:
         scores = self._scores(graph, groups)
         sparsity = self.schedule(progress)
         if self.global_ranking:
-            removed = _lowest_overall(scores, sparsity)
+            removed = _lowest_overall(scores, sparsity, self.rounding)
         else:
-            removed = [_lowest(v, removal_count(sparsity, len(v), self.round_to)) for v in scores]
+            removed = [_lowest(v, removal_count(sparsity, len(v), self.round_to, self.rounding))
+                       for v in scores]
         return {group.name: chosen for group, chosen in zip(groups, removed, strict=True)}
 
     def as_step(self):
@@ -178,11 +193,12 @@ def _lowest(scores: torch.Tensor, count: int) -> list[int]:
     return sorted(torch.argsort(scores, stable=True)[:count].tolist())
 
 
-def _lowest_overall(scores: list[torch.Tensor], sparsity: float) -> list[list[int]]:
+def _lowest_overall(scores: list[torch.Tensor], sparsity: float,
+                    rounding: str = "half_up") -> list[list[int]]:
     if not scores:
         return []
     total = sum(len(values) for values in scores)
-    budget = min(math.floor(sparsity * total + 0.5), total - len(scores))
+    budget = min(removal_count(sparsity, total, rounding=rounding), total - len(scores))
     owners = torch.cat([torch.full((len(v),), g) for g, v in enumerate(scores)])
     indices = torch.cat([torch.arange(len(v)) for v in scores])
     left = [len(values) for values in scores]
@@ -228,9 +244,10 @@ class _NormPruner(StructuredPruner):
         global_ranking: bool = False,
         normalize: bool = True,
         round_to: int = 1,
+        rounding: str = "half_up",
     ) -> None:
         super().__init__(sparsity, WeightNorm(norm, self.role, normalize=normalize),
-                         global_ranking=global_ranking, round_to=round_to)
+                         global_ranking=global_ranking, round_to=round_to, rounding=rounding)
 
 
 class FilterNormPruner(_NormPruner):
@@ -266,7 +283,9 @@ class RandomChannelPruner(StructuredPruner):
     """Removes channels chosen uniformly at random; the same ``seed`` gives the same choice."""
 
     def __init__(
-        self, sparsity: float | SparsitySchedule, *, seed: int = 0, global_ranking: bool = False
+        self, sparsity: float | SparsitySchedule, *, seed: int = 0, global_ranking: bool = False,
+        rounding: str = "half_up",
     ) -> None:
-        super().__init__(sparsity, RandomImportance(seed), global_ranking=global_ranking)
+        super().__init__(sparsity, RandomImportance(seed), global_ranking=global_ranking,
+                         rounding=rounding)
         self.seed = seed

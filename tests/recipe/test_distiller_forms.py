@@ -1,0 +1,137 @@
+"""Distiller's current argument forms and rounding: its published thinned shapes come out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchslim.analysis import summarize
+from torchslim.core.errors import UserError
+from torchslim.models import create_model
+from torchslim.recipe import build_scheduler, parse_recipe
+
+# Distiller's examples/pruning_filters_for_efficient_convnets/resnet56_cifar_filter_rank.yaml,
+# its pruners, extension and policies (the LR schedule left out).
+FILTER_RANK = """
+version: 1
+pruners:
+  filter_pruner_60:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Filters
+    desired_sparsity: 0.6
+    weights: [
+      module.layer1.0.conv1.weight, module.layer1.1.conv1.weight, module.layer1.2.conv1.weight,
+      module.layer1.3.conv1.weight, module.layer1.4.conv1.weight, module.layer1.5.conv1.weight,
+      module.layer1.6.conv1.weight, module.layer1.7.conv1.weight, module.layer1.8.conv1.weight]
+  filter_pruner_50:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Filters
+    desired_sparsity: 0.5
+    weights: [
+      module.layer2.1.conv1.weight, module.layer2.2.conv1.weight, module.layer2.3.conv1.weight,
+      module.layer2.4.conv1.weight, module.layer2.6.conv1.weight, module.layer2.7.conv1.weight]
+  filter_pruner_10:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Filters
+    desired_sparsity: 0.1
+    weights: [module.layer3.1.conv1.weight]
+  filter_pruner_30:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Filters
+    desired_sparsity: 0.3
+    weights: [
+      module.layer3.2.conv1.weight, module.layer3.3.conv1.weight, module.layer3.5.conv1.weight,
+      module.layer3.6.conv1.weight, module.layer3.7.conv1.weight, module.layer3.8.conv1.weight]
+extensions:
+  net_thinner:
+      class: 'FilterRemover'
+      thinning_func_str: remove_filters
+      arch: 'resnet56_cifar'
+      dataset: 'cifar10'
+policies:
+  - pruner:
+      instance_name: filter_pruner_60
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_50
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_30
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_10
+    epochs: [0]
+  - extension:
+      instance_name: net_thinner
+    epochs: [0]
+"""
+
+
+def _weights(model):
+    return sum(p.numel() for n, p in model.named_parameters()
+               if n.endswith("weight") and p.dim() > 1)
+
+
+def test_resnet56_filter_rank_gives_distillers_published_shapes_weights_and_macs():
+    torch.manual_seed(0)
+    model = create_model("resnet56_cifar")
+    schedule = build_scheduler(parse_recipe(FILTER_RANK, "filter_rank.yaml"), model,
+                               torch.zeros(1, 3, 32, 32))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule.on_epoch_begin(0, optimizer=optimizer)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes["layer1.0.conv1.weight"] == (7, 16, 3, 3)   # floor(0.6 * 16) = 9 removed
+    assert shapes["layer2.1.conv1.weight"] == (16, 32, 3, 3)
+    assert shapes["layer2.5.conv1.weight"] == (32, 32, 3, 3)  # not listed
+    assert shapes["layer3.1.conv1.weight"] == (58, 64, 3, 3)  # floor(0.1 * 64) = 6
+    assert shapes["layer3.2.conv2.weight"] == (64, 45, 3, 3)  # floor(0.3 * 64) = 19
+    assert _weights(model) == 634_640                         # as the file's comments state
+    assert summarize(model, (3, 32, 32)).macs == 78_856_832
+
+
+def test_old_reg_regims_form_rounds_down_like_distiller():
+    recipe = parse_recipe("""
+pruners:
+  p:
+    class: L1RankedStructureParameterPruner
+    reg_regims: {layer1.0.conv1.weight: [0.6, '3D']}
+extensions:
+  t: {class: FilterRemover}
+policies:
+  - pruner: p
+    epochs: [0]
+  - extension: t
+    epochs: [0]
+""")
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert model.layer1[0].conv1.out_channels == 7
+
+
+def test_one_weight_name_instead_of_a_list_is_accepted():
+    recipe = parse_recipe("""
+pruners:
+  agp: {class: AutomatedGradualPruner, initial_sparsity: 0.05, final_sparsity: 0.5,
+        weights: module.fc.weight}
+policies:
+  - pruner: agp
+    starting_epoch: 0
+    ending_epoch: 2
+""")
+    assert recipe.instances[("pruners", "agp")].args.weights == ["module.fc.weight"]
+    build_scheduler(recipe, create_model("resnet20_cifar"))
+
+
+@pytest.mark.parametrize("body,match", [
+    ("reg_regims: {fc.weight: [0.5, '3D']}\n    desired_sparsity: 0.5",
+     "either reg_regims or group_type"),
+    ("group_type: Filters\n    weights: [conv1.weight]", "needs desired_sparsity"),
+    ("group_type: Filters\n    desired_sparsity: 0.5\n    weights: [conv1.weight]\n"
+     "    group_dependency: Leader", "Leader .* not yet supported"),
+])
+def test_ranked_structure_form_mistakes(body, match):
+    text = f"pruners:\n  p:\n    class: L1RankedStructureParameterPruner\n    {body}\n" \
+           "policies:\n  - pruner: p\n    epochs: [0]\n"
+    with pytest.raises(UserError, match=match):
+        parse_recipe(text, "r.yaml")
