@@ -101,7 +101,7 @@ def test_filter_recipe_thins_the_model_and_it_reloads_in_a_fresh_process(tmp_pat
     assert main(_compress(RECIPES / "demo_filters.yaml", out, "--epochs", "2")) == 0
     result = _last_json(capsys)
     dense_macs = summarize(create_model("demo_cnn"), (1, 8, 8)).macs
-    assert result["macs"] < 0.4 * dense_macs  # 20 of 32 and 39 of 64 channels are left (Distiller floors)
+    assert result["macs"] < 0.4 * dense_macs  # 20 of 32, 39 of 64 channels left
     log = json.loads((out / "schedule.json").read_text())
     assert log[0]["fired"] == ["filter_pruner", "net_thinner"]
     assert log[0]["actions"]["filter_pruner"]["channels_pruned"]["features.1.0"] == "25/64"

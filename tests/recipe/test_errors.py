@@ -654,7 +654,7 @@ PARSE_ERRORS = {
             starting_epoch: 0
         """,
         "bad.yaml:3 lr_schedulers.training_lr.class: unknown lr_scheduler class 'MultiStepLr' "
-        "(did you mean 'MultiStepLR', 'StepLR'?)",
+        "(did you mean 'MultiStepLR', 'MultiStepMultiGammaLR', 'StepLR'?)",
     ),
     "version_2": (
         """

@@ -78,7 +78,8 @@ class StepContext:
     ``next_progress`` is the progress at the next firing epoch (1.0 after the last), for steps
     that also act between epochs. ``example_input`` is one batch the model accepts (steps that
     trace the model need it). ``services`` and ``edits`` are the schedule's own, shared by all
-    its steps.
+    its steps. ``metrics`` are the epoch's numbers (``val_loss``, ``val_top1``, ...) in
+    ``on_epoch_end`` when the training loop passes them.
     """
 
     model: nn.Module
@@ -89,6 +90,7 @@ class StepContext:
     example_input: torch.Tensor | None = None
     services: Services = field(default_factory=Services)
     edits: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
 
 
 class Step:

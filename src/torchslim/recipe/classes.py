@@ -27,23 +27,27 @@ from ..core.config import (
     recipe_class_names,
     register_unsupported,
 )
+from ..schedule.lr import EXTRA_SCHEDULERS
 
 register_unsupported(
     "regularizers", ["GroupLassoRegularizer"], "group-lasso regularization is not implemented yet"
 )
 
-_LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "ReduceLROnPlateau", "LambdaLR",
+_LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "LambdaLR",
                 "MultiplicativeLR", "SequentialLR", "ChainedScheduler"}
 
 
 def lr_scheduler_names() -> list[str]:
-    """The ``torch.optim.lr_scheduler`` classes a recipe may name."""
+    """The ``torch.optim.lr_scheduler`` classes a recipe may name, and Distiller's
+    ``MultiStepMultiGammaLR``."""
     module = torch.optim.lr_scheduler
-    return sorted(
+    torch_names = [
         name for name, obj in vars(module).items()
-        if inspect.isclass(obj) and issubclass(obj, module.LRScheduler)
+        if inspect.isclass(obj)
+        and (issubclass(obj, module.LRScheduler) or obj is module.ReduceLROnPlateau)
         and name not in _LR_EXCLUDED and not name.startswith("_")
-    )
+    ]
+    return sorted({*torch_names, *EXTRA_SCHEDULERS})
 
 
 def class_names(section: str) -> list[str]:

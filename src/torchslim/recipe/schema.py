@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from ..core.config import ClassSpec, Number
 from ..core.errors import did_you_mean
 from ..schedule import Policy
+from ..schedule.lr import lr_scheduler_class
 from .classes import class_names, find_class, section_of
 from .source import Path_, RecipeSource
 
@@ -175,21 +176,24 @@ def _lr_types(source: RecipeSource, params: dict, values: dict[str, Any], path: 
 def _lr_probe(source: RecipeSource, name: str, values: dict[str, Any], path: Path_) -> None:
     """Build the scheduler on a throwaway optimizer and step it once, so values torch rejects
     (or that would fail on the first step, like ``step_size: 0``) are errors now."""
-    cls = getattr(torch.optim.lr_scheduler, name)
+    cls = lr_scheduler_class(name)
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scheduler = cls(probe, **values)
             probe.step()
-            scheduler.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
     except Exception as err:  # anything torch raises here comes from the recipe's values
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise source.error(path, f"invalid arguments for {name}: {message}") from None
 
 
 def _lr_args(source: RecipeSource, name: str, values: dict[str, Any], path: Path_) -> dict:
-    cls = getattr(torch.optim.lr_scheduler, name)
+    cls = lr_scheduler_class(name)
     params = inspect.signature(cls.__init__).parameters
     allowed = [p for p in params if p not in ("self", "optimizer", "last_epoch", "verbose")]
     for key in values:

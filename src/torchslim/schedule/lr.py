@@ -1,4 +1,6 @@
-"""Learning-rate schedules as steps: any ``torch.optim.lr_scheduler`` class by name.
+"""Learning-rate schedules as steps: any ``torch.optim.lr_scheduler`` class by name, plus
+Distiller's ``MultiStepMultiGammaLR``; ``ReduceLROnPlateau`` steps on the epoch's validation
+loss (``metric`` picks another of the trainer's numbers, e.g. ``val_top1`` with ``mode: max``).
 
 Example::
 
@@ -25,6 +27,50 @@ from ..core.errors import UserError
 from ..core.steps import Step, StepContext
 
 
+class MultiStepMultiGammaLR(torch.optim.lr_scheduler.LRScheduler):
+    """Distiller's schedule: at each of ``milestones`` the LR is multiplied by the matching
+    entry of ``gammas`` (``MultiStepLR`` with one factor per milestone).
+
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched = MultiStepMultiGammaLR(opt, milestones=[1, 3], gammas=[0.5, 0.1])
+    >>> lrs = []
+    >>> for _ in range(4):
+    ...     opt.step(); sched.step(); lrs.append(round(opt.param_groups[0]["lr"], 4))
+    >>> lrs
+    [0.5, 0.5, 0.05, 0.05]
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, milestones: list[int],
+                 gammas: list[float], last_epoch: int = -1) -> None:
+        if len(milestones) != len(gammas):
+            raise ValueError(f"milestones ({len(milestones)}) and gammas ({len(gammas)}) must "
+                             "have the same length")
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"milestones must increase, got {list(milestones)}")
+        self.milestones = list(milestones)
+        self.gammas = list(gammas)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        factor = 1.0
+        for milestone, gamma in zip(self.milestones, self.gammas, strict=True):
+            if self.last_epoch >= milestone:
+                factor *= gamma
+        return [base * factor for base in self.base_lrs]
+
+
+#: Schedulers a recipe may name beside ``torch.optim.lr_scheduler``'s.
+EXTRA_SCHEDULERS: dict[str, type] = {"MultiStepMultiGammaLR": MultiStepMultiGammaLR}
+
+
+def lr_scheduler_class(name: str) -> type | None:
+    """The scheduler class named ``name`` (torch's or :data:`EXTRA_SCHEDULERS`), or None."""
+    if name in EXTRA_SCHEDULERS:
+        return EXTRA_SCHEDULERS[name]
+    cls = getattr(torch.optim.lr_scheduler, name, None)
+    return cls if isinstance(cls, type) else None
+
+
 class LRSchedule(Step):
     """A ``torch.optim.lr_scheduler`` class (or its name) built on the training optimizer when
     first needed, and stepped at the end of every firing epoch.
@@ -34,12 +80,15 @@ class LRSchedule(Step):
 
     kind = "lr_scheduler"
 
-    def __init__(self, scheduler: str | Callable[..., Any], **kwargs: Any) -> None:
+    def __init__(self, scheduler: str | Callable[..., Any], *, metric: str = "val_loss",
+                 **kwargs: Any) -> None:
         if isinstance(scheduler, str):
-            if not hasattr(torch.optim.lr_scheduler, scheduler):
+            cls = lr_scheduler_class(scheduler)
+            if cls is None:
                 raise UserError(f"torch.optim.lr_scheduler has no class '{scheduler}'")
-            scheduler = getattr(torch.optim.lr_scheduler, scheduler)
+            scheduler = cls
         self.factory = scheduler
+        self.metric = metric
         self.kwargs = kwargs
         self.scheduler: Any = None
         self._pending_state: dict[str, Any] | None = None
@@ -59,7 +108,17 @@ class LRSchedule(Step):
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
         scheduler = self._build(ctx.optimizer)
-        scheduler.step()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            metrics = ctx.metrics or {}
+            if self.metric not in metrics:
+                raise UserError(
+                    f"ReduceLROnPlateau steps on '{self.metric}', which this epoch did not "
+                    f"measure (it has: {', '.join(sorted(metrics)) or 'nothing'}): give the "
+                    "trainer evaluation data, or another metric"
+                )
+            scheduler.step(metrics[self.metric])
+        else:
+            scheduler.step()
         return {"lr": [group["lr"] for group in ctx.optimizer.param_groups]}
 
     def state_dict(self) -> dict[str, Any]:

@@ -93,7 +93,8 @@ class CompressionScheduler(Callback):
         self.entries.append(entry)
 
     # -- hooks ---------------------------------------------------------------------------------
-    def _context(self, entry: ScheduledStep, epoch: int, optimizer) -> StepContext:
+    def _context(self, entry: ScheduledStep, epoch: int, optimizer,
+                 metrics: dict[str, Any] | None = None) -> StepContext:
         upcoming = entry.policy.next_after(epoch)
         return StepContext(
             model=self.model,
@@ -104,14 +105,17 @@ class CompressionScheduler(Callback):
             example_input=self.example_input,
             services=self.services,
             edits=self.edits,
+            metrics=metrics,
         )
 
     def _firing(self, epoch: int) -> list[ScheduledStep]:
         return [entry for entry in self.entries if entry.policy.fires(epoch)]
 
-    def _run(self, hook: str, epoch: int, optimizer) -> dict[str, dict[str, Any]]:
+    def _run(self, hook: str, epoch: int, optimizer,
+             metrics: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         return {
-            entry.name: getattr(entry.step, hook)(self._context(entry, epoch, optimizer)) or {}
+            entry.name: getattr(entry.step, hook)(
+                self._context(entry, epoch, optimizer, metrics)) or {}
             for entry in self._firing(epoch)
         }
 
@@ -182,9 +186,11 @@ class CompressionScheduler(Callback):
             if hasattr(service, "on_minibatch_end"):
                 service.on_minibatch_end()
 
-    def on_epoch_end(self, epoch: int, optimizer=None, **kwargs: Any) -> None:
-        """Run end-of-epoch actions (LR schedules step) and log what the services report."""
-        self._record(epoch, self._run("on_epoch_end", epoch, optimizer))
+    def on_epoch_end(self, epoch: int, optimizer=None, metrics: dict[str, Any] | None = None,
+                     **kwargs: Any) -> None:
+        """Run end-of-epoch actions (LR schedules step; ``metrics``, the epoch's numbers, reach
+        them) and log what the services report."""
+        self._record(epoch, self._run("on_epoch_end", epoch, optimizer, metrics))
         entry_log = self._log_entry(epoch)
         for service in self.services.values():
             if hasattr(service, "epoch_log"):
