@@ -9,6 +9,7 @@ from torchslim.analysis import summarize
 from torchslim.core.errors import UserError
 from torchslim.models import create_model
 from torchslim.recipe import build_scheduler, parse_recipe
+from torchslim.train import TrainConfig, Trainer
 
 # Distiller's examples/pruning_filters_for_efficient_convnets/resnet56_cifar_filter_rank.yaml,
 # its pruners, extension and policies (the LR schedule left out).
@@ -135,3 +136,81 @@ def test_ranked_structure_form_mistakes(body, match):
            "policies:\n  - pruner: p\n    epochs: [0]\n"
     with pytest.raises(UserError, match=match):
         parse_recipe(text, "r.yaml")
+
+
+# Distiller's examples/network_trimming/resnet56_cifar_activation_apoz.yaml: the same shapes as
+# the filter-rank schedule, reached gradually (AGP) with filters ranked by APoZ.
+APOZ = FILTER_RANK.replace(
+    "class: 'L1RankedStructureParameterPruner'\n    group_type: Filters\n    desired_sparsity:",
+    "class: ActivationAPoZRankedFilterPruner_AGP\n    group_type: Filters\n"
+    "    initial_sparsity: 0.10\n    final_sparsity:",
+).replace("epochs: [0]", "starting_epoch: 1\n    ending_epoch: 20\n    frequency: 2")
+APOZ = APOZ.replace("""  - extension:
+      instance_name: net_thinner
+    starting_epoch: 1
+    ending_epoch: 20
+    frequency: 2""", """  - extension:
+      instance_name: net_thinner
+    epochs: [20]""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranking", ["ActivationAPoZRankedFilterPruner_AGP",
+                                     "GradientRankedFilterPruner_AGP"])
+def test_structured_agp_schedules_reach_distillers_shapes(ranking):
+    torch.manual_seed(0)
+    recipe = parse_recipe(APOZ.replace("ActivationAPoZRankedFilterPruner_AGP", ranking),
+                          "apoz.yaml")
+    model = create_model("resnet56_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    Trainer(model, data, TrainConfig(epochs=21, lr=0.01, device="cpu"), callbacks=[schedule],
+            progress=False).fit()
+    schedule.finish()
+    assert _weights(model) == 634_640
+    assert summarize(model, (3, 32, 32)).macs == 78_856_832
+    first = schedule.log[1]["actions"]["filter_pruner_60"]
+    assert first["channels_pruned"]["layer1.0.conv1"] == "1/16"  # floor(0.10 * 16)
+    assert not any(m._forward_hooks for m in model.modules())  # the statistics' hooks are gone
+
+
+@pytest.mark.parametrize("cls", ["L1RankedStructureParameterPruner_AGP",
+                                 "StructuredAutomatedGradualPruner",
+                                 "L2RankedStructureParameterPruner_AGP",
+                                 "BernoulliFilterPruner_AGP",
+                                 "ActivationMeanRankedFilterPruner_AGP"])
+def test_structured_agp_classes_prune_gradually(cls):
+    recipe = parse_recipe(f"""
+pruners:
+  p: {{class: {cls}, initial_sparsity: 0.1, final_sparsity: 0.5, group_type: Filters,
+      weights: module.layer1.0.conv1.weight}}
+policies:
+  - pruner: p
+    starting_epoch: 0
+    ending_epoch: 3
+""")
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    Trainer(model, data, TrainConfig(epochs=3, lr=0.01, device="cpu"), callbacks=[schedule],
+            progress=False).fit()
+    pruned = [entry["actions"]["p"]["channels_pruned"]["layer1.0.conv1"]
+              for entry in schedule.log]
+    assert pruned == ["1/16", "7/16", "8/16"]  # AGP: 0.1, 0.45, 0.5 of 16, rounded down
+
+
+def test_random_level_pruner_draws_its_level_in_range():
+    recipe = parse_recipe("""
+pruners:
+  drop: {class: RandomLevelStructureParameterPruner, sparsity_range: [0.25, 0.5],
+         group_type: Filters, weights: [module.layer1.0.conv1.weight]}
+policies:
+  - pruner: drop
+    starting_epoch: 0
+""")
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    removed = int(schedule.log[0]["actions"]["drop"]["channels_pruned"]["layer1.0.conv1"]
+                  .split("/")[0])
+    assert 4 <= removed <= 8

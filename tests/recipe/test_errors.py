@@ -57,7 +57,7 @@ PARSE_ERRORS = {
             starting_epoch: 0
         """,
         "bad.yaml:3 pruners.conv_pruner.class: unknown pruner class 'AutomatedGradualPrunr' "
-        "(did you mean 'AutomatedGradualPruner'?)",
+        "(did you mean 'AutomatedGradualPruner', 'StructuredAutomatedGradualPruner'?)",
     ),
     "quantizer_class_under_pruners": (
         """

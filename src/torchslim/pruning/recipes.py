@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
@@ -45,6 +46,8 @@ from ..core.config import (
     register_recipe_class,
 )
 from ..core.names import resolve_values
+from .activations import ActivationImportance, CollectingPruneStep, GradientImportance
+from .importance import Importance, RandomImportance, WeightNorm
 from .pruners import (
     AGPPruner,
     GlobalMagnitudePruner,
@@ -54,9 +57,16 @@ from .pruners import (
     ThresholdPruner,
 )
 from .regularizers import BNGammaL1Regularizer, L1Regularizer
+from .schedules import AGP, RandomLevel
 from .sensitivity import SensitivityResult
 from .steps import PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
-from .structured import BNGammaPruner, ChannelNormPruner, FilterNormPruner, RandomChannelPruner
+from .structured import (
+    BNGammaPruner,
+    ChannelNormPruner,
+    FilterNormPruner,
+    RandomChannelPruner,
+    StructuredPruner,
+)
 
 
 class AGPArgs(Args):
@@ -142,6 +152,43 @@ class RankedStructureArgs(Args):
         return self
 
 
+class StructuredAGPArgs(Args):
+    """Distiller's structured AGP pruners (``L1RankedStructureParameterPruner_AGP``, ...)."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    initial_sparsity: Sparsity
+    final_sparsity: Sparsity
+    group_type: Literal["Filters", "3D", "Channels", "Rows"] = "Filters"
+    weights: WeightList
+    group_dependency: Literal["Leader"] | None = None
+    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
+    seed: Seed = 0
+
+    @field_validator("final_sparsity")
+    @classmethod
+    def _not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial_sparsity")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
+        return value
+
+    @field_validator("group_dependency")
+    @classmethod
+    def _no_leader(cls, value):
+        if value == "Leader":
+            raise ValueError("Leader (every weight pruned like the first) is not yet supported "
+                             "by torchslim; leave it out to rank each weight by itself")
+        return value
+
+
+class RandomLevelArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    sparsity_range: Annotated[tuple[Sparsity, Sparsity], BeforeValidator(list_to_tuple)]
+    group_type: Literal["Filters", "3D", "Channels", "Rows"] = "Filters"
+    weights: WeightList
+    seed: Seed = 0
+
+
 class BernoulliArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
     desired_sparsity: Sparsity
@@ -211,6 +258,29 @@ def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
     return StructuredPruneStep(regimes=steps)
 
 
+def _structured_agp(importance: Callable[[StructuredAGPArgs, bool], Importance]):
+    """A builder for one of Distiller's structured AGP classes, ranking by ``importance``."""
+
+    def build(a: StructuredAGPArgs, model: nn.Module) -> StructuredPruneStep:
+        inputs = a.group_type in ("Channels", "Rows")
+        strategy = importance(a, inputs)
+        pruner = StructuredPruner(AGP(a.initial_sparsity, a.final_sparsity), strategy,
+                                  rounding="floor")
+        regimes = [(_layers(model, a.weights), pruner, inputs)]
+        if isinstance(strategy, ActivationImportance | GradientImportance):
+            return CollectingPruneStep(regimes, collect_batches=a.collect_batches)
+        return StructuredPruneStep(regimes=regimes)
+
+    return build
+
+
+def _random_level(a: RandomLevelArgs, model: nn.Module) -> StructuredPruneStep:
+    inputs = a.group_type in ("Channels", "Rows")
+    pruner = StructuredPruner(RandomLevel(*a.sparsity_range, seed=a.seed),
+                              WeightNorm(1, "in" if inputs else "out"), rounding="floor")
+    return StructuredPruneStep(regimes=[(_layers(model, a.weights), pruner, inputs)])
+
+
 def _bernoulli(a: BernoulliArgs, model: nn.Module) -> StructuredPruneStep:
     pruner = RandomChannelPruner(a.desired_sparsity, seed=a.seed, rounding="floor")
     return StructuredPruneStep(
@@ -259,6 +329,20 @@ def _register() -> None:
         (("ChannelPruner",), ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
         (("BNGammaPruner",), BNGammaArgs, _bn_gamma),
         (("TargetMACsPruner",), TargetMACsArgs, _target_macs),
+        (("L1RankedStructureParameterPruner_AGP", "StructuredAutomatedGradualPruner"),
+         StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: WeightNorm(1, "in" if inputs else "out"))),
+        (("L2RankedStructureParameterPruner_AGP",), StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: WeightNorm(2, "in" if inputs else "out"))),
+        (("RandomRankedFilterPruner_AGP", "BernoulliFilterPruner_AGP"), StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: RandomImportance(a.seed))),
+        (("ActivationAPoZRankedFilterPruner_AGP",), StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: ActivationImportance("apoz"))),
+        (("ActivationMeanRankedFilterPruner_AGP",), StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: ActivationImportance("mean"))),
+        (("GradientRankedFilterPruner_AGP",), StructuredAGPArgs,
+         _structured_agp(lambda a, inputs: GradientImportance())),
+        (("RandomLevelStructureParameterPruner",), RandomLevelArgs, _random_level),
     ]
     for names, args, build in pruners:
         register_recipe_class("pruners", names, args, build)
@@ -271,8 +355,9 @@ def _register() -> None:
         lambda a, model: BNGammaL1Regularizer(model, a.strength),
     )
     register_recipe_class(
-        "extensions", ["FilterRemover", "ChannelRemover", "Thinning"], NoArgs,
-        lambda a, model: ThinningStep(), ignored_keys=("thinning_func_str", "arch", "dataset"),
+        "extensions", ["StructureRemover", "FilterRemover", "ChannelRemover", "Thinning"],
+        NoArgs, lambda a, model: ThinningStep(),
+        ignored_keys=("thinning_func_str", "arch", "dataset"),
     )
 
 

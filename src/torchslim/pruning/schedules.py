@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..core.errors import UserError
 
 
@@ -100,6 +102,32 @@ class AGP(Polynomial):
 
     def __init__(self, initial: float, final: float) -> None:
         super().__init__(initial, final, 3.0)
+
+
+class RandomLevel(SparsitySchedule):
+    """A sparsity drawn uniformly from ``[low, high]`` each time it is asked (Distiller's
+    ``RandomLevelStructureParameterPruner``, a DropFilter-like regularizer); seeded.
+
+    >>> level = RandomLevel(0.1, 0.2, seed=0)
+    >>> all(0.1 <= level(0.5) <= 0.2 for _ in range(5)), level.final
+    (True, 0.2)
+    """
+
+    def __init__(self, low: float, high: float, seed: int = 0) -> None:
+        check_sparsity(low)
+        check_sparsity(high)
+        if high < low:
+            raise UserError(f"the sparsity range [{low}, {high}] must not be empty")
+        self.low, self.high = float(low), float(high)
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def target(self, progress: float) -> float:
+        draw = float(torch.rand((), generator=self._generator))
+        return self.low + (self.high - self.low) * draw
+
+    @property
+    def final(self) -> float:
+        return self.high
 
 
 def as_schedule(sparsity: float | SparsitySchedule) -> SparsitySchedule:
