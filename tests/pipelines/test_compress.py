@@ -117,15 +117,15 @@ def test_filter_recipe_thins_the_model_and_it_reloads_in_a_fresh_process(tmp_pat
 
 
 def test_recipe_of_a_missing_algorithm_fails_clearly(tmp_path, capsys):
-    recipe = tmp_path / "lasso.yaml"
-    recipe.write_text("regularizers:\n  lasso: {class: GroupLassoRegularizer}\npolicies:\n"
-                      "  - regularizer: {instance_name: lasso}\n    starting_epoch: 0\n")
+    recipe = tmp_path / "splice.yaml"
+    recipe.write_text("pruners:\n  splice: {class: SplicingPruner}\npolicies:\n"
+                      "  - pruner: {instance_name: splice}\n    starting_epoch: 0\n")
     assert main(_compress(recipe, tmp_path, "--epochs", "1")) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "torchslim compress: error: lasso.yaml:2 regularizers.lasso.class: "
-        "'GroupLassoRegularizer' is not yet supported by torchslim: group-lasso regularization "
-        "is not implemented yet"
+        "torchslim compress: error: splice.yaml:2 pruners.splice.class: "
+        "'SplicingPruner' is not yet supported by torchslim: splicing (dynamic network surgery, "
+        "Guo et al. 2016) is not implemented yet"
     )
 
 

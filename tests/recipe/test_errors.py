@@ -533,17 +533,18 @@ PARSE_ERRORS = {
     "empty_file": ("", f"{NOT_A_MAPPING} empty"),
     "only_comments": ("# a recipe\n# to be written\n", f"{NOT_A_MAPPING} empty"),
     "a_list_not_a_mapping": ("- pruners\n- policies\n", f"{NOT_A_MAPPING} a list"),
-    "not_yet_supported_regularizer": (
+    "not_yet_supported_pruner": (
         """
-        regularizers:
-          lasso:
-            class: GroupLassoRegularizer
+        pruners:
+          rnn:
+            class: BaiduRNNPruner
         policies:
-          - regularizer: {instance_name: lasso}
+          - pruner: {instance_name: rnn}
             starting_epoch: 0
         """,
-        "bad.yaml:3 regularizers.lasso.class: 'GroupLassoRegularizer' is not yet supported by "
-        "torchslim: group-lasso regularization is not implemented yet",
+        "bad.yaml:3 pruners.rnn.class: 'BaiduRNNPruner' is not yet supported by torchslim: "
+        "Baidu's RNN pruning (Narang et al. 2017) is not implemented yet; AutomatedGradualPruner "
+        "prunes RNN weights gradually too",
     ),
     "quantizer_bit_width_out_of_range": (
         """

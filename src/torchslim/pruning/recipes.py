@@ -56,7 +56,12 @@ from .pruners import (
     SensitivityPruner,
     ThresholdPruner,
 )
-from .regularizers import BNGammaL1Regularizer, L1Regularizer
+from .regularizers import (
+    BNGammaL1Regularizer,
+    GroupLassoRegularizer,
+    GroupVarianceRegularizer,
+    L1Regularizer,
+)
 from .schedules import AGP, RandomLevel
 from .sensitivity import SensitivityResult
 from .steps import PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
@@ -109,6 +114,24 @@ class SparsityArgs(Args):
 
 class RandomArgs(SparsityArgs):
     seed: Seed = 0
+
+
+GroupType = Literal["2D", "3D", "Filters", "4D", "Channels", "Rows", "Cols", "Rows+Cols",
+                    "Cols+Rows", "Channels+4D", "4D+Channels"]
+GroupRegime = Annotated[tuple[NonNegative, GroupType], BeforeValidator(list_to_tuple)]
+
+
+class GroupLassoArgs(Args):
+    """Distiller's ``reg_regims: {weight: [strength, group type]}``."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, GroupRegime], Field(min_length=1)]
+    threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
+
+
+class GroupVarianceArgs(Args):
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, GroupRegime], Field(min_length=1)]
 
 
 class L1RegularizerArgs(Args):
@@ -349,6 +372,14 @@ def _register() -> None:
     register_recipe_class(
         "regularizers", ["L1Regularizer"], L1RegularizerArgs,
         lambda a, model: L1Regularizer(a.reg_regims), ignored_keys=("threshold_criteria",),
+    )
+    register_recipe_class(
+        "regularizers", ["GroupLassoRegularizer"], GroupLassoArgs,
+        lambda a, model: GroupLassoRegularizer(a.reg_regims, a.threshold_criteria),
+    )
+    register_recipe_class(
+        "regularizers", ["GroupVarianceRegularizer"], GroupVarianceArgs,
+        lambda a, model: GroupVarianceRegularizer(a.reg_regims),
     )
     register_recipe_class(
         "regularizers", ["BNGammaL1Regularizer"], StrengthArgs,

@@ -1,0 +1,83 @@
+"""Group lasso (SSL) and group variance: penalties by hand, thresholding into masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchslim.core.errors import UserError
+from torchslim.models import create_model
+from torchslim.pruning.masks import Masks
+from torchslim.pruning.regularizers import GroupLassoRegularizer, GroupVarianceRegularizer
+from torchslim.recipe import build_scheduler, parse_recipe
+from torchslim.train import TrainConfig, Trainer
+
+
+def _conv(weight):
+    conv = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2], bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    return torch.nn.Sequential(conv)
+
+
+@pytest.mark.parametrize("grouping,expected", [
+    ("Filters", lambda w: sum(w[i].norm() for i in range(w.shape[0]))),
+    ("Channels", lambda w: sum(w[:, j].norm() for j in range(w.shape[1]))),
+    ("2D", lambda w: sum(w[i, j].norm() for i in range(w.shape[0]) for j in range(w.shape[1]))),
+    ("4D", lambda w: w.norm()),
+    ("Channels+4D", lambda w: sum(w[:, j].norm() for j in range(w.shape[1])) + w.norm()),
+])
+def test_group_lasso_penalty_by_hand(grouping, expected):
+    torch.manual_seed(0)
+    weight = torch.randn(3, 2, 2, 2)
+    model = _conv(weight)
+    got = GroupLassoRegularizer({"0.weight": (0.5, grouping)}).penalty(model)
+    assert float(got.detach()) == pytest.approx(0.5 * float(expected(weight)), rel=1e-5)
+
+
+def test_threshold_zeroes_the_small_groups_through_the_masks():
+    weight = torch.ones(3, 2, 1, 1)
+    weight[1] *= 0.01
+    model = _conv(weight)
+    masks = Masks(model)
+    lasso = GroupLassoRegularizer({"0.weight": (0.1, "Filters")}, "Mean_Abs")
+    assert lasso.threshold(model, masks) == {"0.weight": 1}
+    assert model[0].weight[1].abs().sum() == 0 and model[0].weight[0].abs().sum() > 0
+
+
+def test_ssl_recipe_shrinks_groups_and_thresholds():
+    recipe = parse_recipe("""
+regularizers:
+  ssl:
+    class: GroupLassoRegularizer
+    reg_regims:
+      module.layer1.0.conv1.weight: [0.05, Filters]
+      module.fc.weight: [0.05, Cols]
+    threshold_criteria: Mean_Abs
+policies:
+  - regularizer: ssl
+    starting_epoch: 0
+    ending_epoch: 2
+""")
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar")
+    before = model.layer1[0].conv1.weight.detach().flatten(1).norm(dim=1).sum()
+    schedule = build_scheduler(recipe, model)
+    data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    Trainer(model, data, TrainConfig(epochs=2, lr=0.1, weight_decay=0.0, device="cpu"),
+            callbacks=[schedule], progress=False).fit()
+    after = model.layer1[0].conv1.weight.detach().flatten(1).norm(dim=1).sum()
+    assert after < before
+    assert "zero_groups" in schedule.log[0]["actions"]["ssl"]
+
+
+def test_group_variance_and_bad_groupings():
+    torch.manual_seed(0)
+    model = _conv(torch.randn(3, 4, 3, 3))
+    norms = model[0].weight.detach().transpose(0, 1).reshape(4, -1).norm(dim=1)
+    got = GroupVarianceRegularizer({"0.weight": (2.0, "Channels")}).penalty(model)
+    assert float(got.detach()) == pytest.approx(2.0 / float(norms.var()), rel=1e-4)
+    with pytest.raises(UserError, match="group variance works on 'Channels'"):
+        GroupVarianceRegularizer({"0.weight": (1.0, "Filters")})
+    with pytest.raises(UserError, match="'Rows' groups need a 2-D"):
+        GroupLassoRegularizer({"0.weight": (1.0, "Rows")}).penalty(model)
