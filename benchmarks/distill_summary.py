@@ -59,15 +59,15 @@ TARGETS = [
 ]
 
 
-def _size(model: str, result: dict) -> tuple[int | None, int | None]:
-    """Params and MACs of the run's saved model (its file's edits rebuild it: thinned,
-    factorized, a new head)."""
+def _size(model: str, result: dict) -> tuple[int | None, int | None, int | None]:
+    """Params, non-zero params and MACs of the run's saved model (its file's edits rebuild
+    it: thinned, factorized, a new head)."""
     path = result.get("model_path")
     if not path or not Path(path).is_file():
-        return None, None
+        return None, None, None
     net = load_weights(create_model(model), path)
     summary = summarize(net.eval(), (3, 32, 32))
-    return summary.params, summary.macs
+    return summary.params, summary.nonzero_params, summary.macs
 
 
 def _latency(result: dict) -> tuple[float | None, float | None]:
@@ -87,10 +87,11 @@ def main(runs: Path, out: Path) -> None:
             continue
         result = results[name]
         with torch.inference_mode():
-            params, macs = _size(model, result)
+            params, nonzero, macs = _size(model, result)
         b1, bn = _latency(result)
         rows[name] = {"run": name, "label": label, "top1": round(result["top1"], 2),
-                      "epochs": result.get("epochs"), "params": params, "macs": macs,
+                      "epochs": result.get("epochs"), "params": params,
+                      "nonzero_params": nonzero, "macs": macs,
                       "latency_b1_ms": b1, "latency_bn_ms": bn}
     checks = []
     for name, reference, test, text in TARGETS:
@@ -117,14 +118,15 @@ def main(runs: Path, out: Path) -> None:
         f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
         f"{meta['date']}. Latency: PyTorch, batch 1 and 64, measured at the end of each run.",
         "",
-        "| run | what | top-1 % | params | MACs | b1 ms | b64 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| run | what | top-1 % | params | non-zeros | MACs | b1 ms | b64 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows.values():
         def fmt(value, spec=""):
             return "-" if value is None else format(value, spec)
         lines.append(f"| {row['run']} | {row['label']} | {fmt(row['top1'], '.2f')} | "
-                     f"{fmt(row.get('params'), ',')} | {fmt(row.get('macs'), ',')} | "
+                     f"{fmt(row.get('params'), ',')} | {fmt(row.get('nonzero_params'), ',')} | "
+                     f"{fmt(row.get('macs'), ',')} | "
                      f"{fmt(row.get('latency_b1_ms'), '.2f')} | "
                      f"{fmt(row.get('latency_bn_ms'), '.1f')} |")
     lines += ["", "| run | against | target | gap (points) | MACs | params | met |",
