@@ -214,3 +214,37 @@ policies:
     removed = int(schedule.log[0]["actions"]["drop"]["channels_pruned"]["layer1.0.conv1"]
                   .split("/")[0])
     assert 4 <= removed <= 8
+
+
+def test_duplicate_keys_keep_the_last_with_a_note_naming_both_lines():
+    recipe = parse_recipe("""
+pruners:
+  p:
+    class: LevelParameterPruner
+    levels: {"*": 0.5}
+    levels: {"*": 0.7}
+policies:
+  - pruner: {instance_name: p}
+    epochs: [0]
+""", "dup.yaml")
+    assert recipe.instances[("pruners", "p")].args.levels == {"*": 0.7}
+    assert recipe.notes[0] == ("dup.yaml:6 pruners.p.levels: duplicate key (first on line 5); "
+                               "the last one counts, as in Distiller")
+
+
+def test_distillers_policy_args_are_accepted_with_a_note():
+    recipe = parse_recipe("""
+pruners:
+  p: {class: LevelParameterPruner, levels: {"*": 0.5}}
+policies:
+  - pruner:
+      instance_name: p
+      args:
+        mini_batch_pruning_frequency: 16
+        mask_on_forward_only: True
+    epochs: [0]
+""", "args.yaml")
+    assert "args.yaml:7 policies[0].pruner.args: Distiller's mask options" in recipe.notes[0]
+    with pytest.raises(UserError, match="unknown policy argument .*did you mean 'keep_mask'"):
+        parse_recipe("pruners:\n  p: {class: LevelParameterPruner, levels: {'*': 0.5}}\n"
+                     "policies:\n  - pruner: p\n    args: {keep_masks: true}\n    epochs: [0]\n")

@@ -485,19 +485,6 @@ PARSE_ERRORS = {
         """,
         "bad.yaml:1 pruners: must be a mapping of named instances, got ['p']",
     ),
-    "duplicate_key": (
-        """
-        pruners:
-          p:
-            class: LevelParameterPruner
-            levels: {"*": 0.5}
-            levels: {"*": 0.7}
-        policies:
-          - pruner: {instance_name: p}
-            epochs: [0]
-        """,
-        "bad.yaml:5 pruners.p.levels: duplicate key",
-    ),
     "invalid_yaml_syntax": (
         """
         pruners:

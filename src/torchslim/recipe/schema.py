@@ -57,6 +57,12 @@ POLICY_KINDS = {
 }
 TOP_LEVEL = ("version", *SECTIONS, "distillation", "policies")
 TIMING = ("starting_epoch", "ending_epoch", "frequency", "epochs")
+#: Distiller's per-policy ``args`` (how masks are applied within an epoch, BatchNorm folding for
+#: quantizers): accepted and ignored with a note; torchslim keeps masks on weights and
+#: gradients after every optimizer step, and folds BatchNorms as its quantizers say.
+POLICY_ARGS = ("keep_mask", "mask_on_forward_only", "mini_batch_pruning_frequency",
+               "discard_masks_at_minibatch_end", "use_double_copies", "mask_gradients",
+               "fold_batchnorm")
 
 
 @dataclass
@@ -295,9 +301,9 @@ def _policy(
     if not isinstance(entry, dict):
         raise source.error(path, f"a policy must be a mapping, got {_short(entry)}")
     kinds = [k for k in entry if k in POLICY_KINDS]
-    unknown = [k for k in entry if k not in POLICY_KINDS and k not in TIMING]
+    unknown = [k for k in entry if k not in POLICY_KINDS and k not in TIMING and k != "args"]
     if unknown:
-        valid = [*POLICY_KINDS, *TIMING]
+        valid = [*POLICY_KINDS, *TIMING, "args"]
         raise source.error(
             path + (unknown[0],), f"unknown key{did_you_mean(str(unknown[0]), valid)}"
         )
@@ -312,9 +318,23 @@ def _policy(
         ref = {"instance_name": ref}
     if not isinstance(ref, dict) or "instance_name" not in ref:
         raise source.error(path + (kind,), "must be a mapping with 'instance_name'")
-    extra = [k for k in ref if k != "instance_name" and k not in TIMING]
+    extra = [k for k in ref if k not in ("instance_name", "args") and k not in TIMING]
     if extra:
-        raise source.error(path + (kind, extra[0]), "unknown key; valid keys: instance_name")
+        raise source.error(path + (kind, extra[0]),
+                           "unknown key; valid keys: instance_name, args")
+    for where, holder in ((path, entry), (path + (kind,), ref)):
+        args = holder.get("args")
+        if args is None:
+            continue
+        if not isinstance(args, dict):
+            raise source.error(where + ("args",), f"must be a mapping, got {_short(args)}")
+        for key in args:
+            if key not in POLICY_ARGS:
+                raise source.error(
+                    where + ("args", key),
+                    f"unknown policy argument{did_you_mean(str(key), POLICY_ARGS)}; Distiller's "
+                    f"are {', '.join(POLICY_ARGS)}"
+                )
     name, section = ref["instance_name"], POLICY_KINDS[kind]
     if not isinstance(name, str):
         raise source.error(path + (kind, "instance_name"), f"must be a name, got {_short(name)}")
@@ -402,7 +422,16 @@ def _distillation(source: RecipeSource, body: Any) -> tuple[Instance, PolicyEntr
 def _notes(
     source: RecipeSource, instances: dict[tuple[str, str], Instance], policies: list[PolicyEntry]
 ) -> list[str]:
-    notes = []
+    notes = list(source.notes)
+    for index, entry in enumerate(source.data.get("policies") or []):
+        kind = next((k for k in entry if k in POLICY_KINDS), None)
+        ref = entry.get(kind) if kind else None
+        for where, holder in ((("policies", index), entry),
+                              (("policies", index, kind), ref)):
+            if isinstance(holder, dict) and holder.get("args"):
+                notes.append(f"{source.where(where + ('args',))}: Distiller's mask options "
+                             f"({', '.join(holder['args'])}) are accepted and ignored: torchslim "
+                             "keeps pruned weights at zero after every optimizer step")
     used = {(POLICY_KINDS[p.kind], p.instance) for p in policies}
     for key, instance in instances.items():
         if key not in used:

@@ -77,28 +77,34 @@ def _key(node: yaml.Node, path: Path_, name: str) -> str | None:
 
 
 def _walk(
-    node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str, done: set[int]
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str, done: set[int],
+    notes: list[str],
 ) -> None:
     if id(node) in done:  # an alias of a node walked already (also keeps alias bombs cheap)
         return
     done.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = _key(key_node, path, name)
             if key is None:
                 continue
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                where = f"{name}:{line} {format_path(path + (key,))}"
-                raise RecipeError(one_line(f"{where}: duplicate key"))
-            seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines, name, done)
+            line = key_node.start_mark.line + 1
+            if key in seen:  # YAML (and Distiller's loader) keep the last: say so, go on
+                notes.append(one_line(
+                    f"{name}:{line} {format_path(path + (key,))}: duplicate key (first on line "
+                    f"{seen[key]}); the last one counts, as in Distiller"
+                ))
+                # The first one's keys must not answer for the last one's.
+                for known in [k for k in lines if k[:len(path) + 1] == path + (key,)]:
+                    del lines[known]
+            seen[key] = line
+            lines[path + (key,)] = line
+            _walk(value_node, path + (key,), lines, name, done, notes)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
-            _walk(item, path + (index,), lines, name, done)
+            _walk(item, path + (index,), lines, name, done, notes)
 
 
 @dataclass
@@ -108,6 +114,7 @@ class RecipeSource:
     data: dict[str, Any]
     name: str = "<recipe>"
     lines: dict[Path_, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_text(cls, text: str, name: str = "<recipe>") -> RecipeSource:
@@ -129,9 +136,10 @@ class RecipeSource:
                 f"'pruners', but the file is {kind}"
             )
         lines: dict[Path_, int] = {}
+        notes: list[str] = []
         if node is not None:
-            _walk(node, (), lines, name, set())
-        return cls(data, name, lines)
+            _walk(node, (), lines, name, set(), notes)
+        return cls(data, name, lines, notes)
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecipeSource:
