@@ -248,3 +248,20 @@ policies:
     with pytest.raises(UserError, match="unknown policy argument .*did you mean 'keep_mask'"):
         parse_recipe("pruners:\n  p: {class: LevelParameterPruner, levels: {'*': 0.5}}\n"
                      "policies:\n  - pruner: p\n    args: {keep_masks: true}\n    epochs: [0]\n")
+
+
+def test_another_zoos_classifier_name_suggests_this_models_head_first():
+    recipe = parse_recipe("""
+pruners:
+  fc: {class: AutomatedGradualPruner, initial_sparsity: 0.1, final_sparsity: 0.5,
+       weights: [module.fc.weight]}
+policies:
+  - pruner: fc
+    starting_epoch: 0
+    ending_epoch: 2
+""", "fc.yaml")
+    build_scheduler(recipe, create_model("resnet20_cifar"))  # Distiller's own names: fine
+    with pytest.raises(UserError, match=r"fc.yaml:4 pruners.fc.weights\[0\]: weight name "
+                                        r"'module.fc.weight' matches no parameter of the model "
+                                        r"\(did you mean 'linear.weight', "):
+        build_scheduler(recipe, create_model("cifar_resnet20"))

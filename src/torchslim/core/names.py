@@ -73,11 +73,33 @@ def match_parameters(model: nn.Module, patterns: Iterable[str]) -> list[str]:
         if not hits:
             raise UserError(
                 f"weight name '{pattern}' matches no parameter of the model"
-                f"{did_you_mean(_strip_prefix(pattern, names), names)}; names may be exact, "
+                f"{_suggest(model, _strip_prefix(pattern, names), names)}; names may be exact, "
                 "globs (layer*.conv*.weight) or regular expressions"
             )
         selected.update(hits)
     return [name for name in names if name in selected]
+
+
+#: Layer names that mean "the classifier" in other model zoos (Distiller's ``fc``, ...).
+_HEADS = re.compile(r"(^|\.)(fc|classifier|linear|head|last_linear|logits)\d*$")
+
+
+def _suggest(model: nn.Module, pattern: str, names: list[str]) -> str:
+    """" (did you mean ...)": a classifier's parameter for another zoo's classifier name
+    (``fc.weight`` on a model whose head is ``linear``), then the closest names."""
+    layer, _, kind = pattern.rpartition(".")
+    first = []
+    if _HEADS.search(layer):
+        heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
+        if heads:
+            head = f"{heads[-1]}.{kind}"
+            first = [head] if head in names else []
+    hint = did_you_mean(pattern, [n for n in names if n not in first])
+    if not first:
+        return hint
+    others = hint[len(" (did you mean "):-len("?)")] if hint else ""
+    shown = ", ".join([repr(first[0]), *([others] if others else [])])
+    return f" (did you mean {shown}?)"
 
 
 def _resolve(model: nn.Module, pattern: str) -> list[str]:
