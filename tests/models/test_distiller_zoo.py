@@ -36,6 +36,7 @@ def test_resnet56_cifar_has_distillers_published_size():
     ("resnet44_cifar", (3, 32, 32)), ("preact_resnet20_cifar", (3, 32, 32)),
     ("preact_resnet56_cifar", (3, 32, 32)), ("plain20_cifar", (3, 32, 32)),
     ("vgg16_cifar", (3, 32, 32)), ("simplenet_mnist", (1, 28, 28)),
+    ("simplenet_v2_mnist", (1, 28, 28)),
 ])
 def test_distiller_models_prune_thin_and_reload(name, shape, tmp_path):
     torch.manual_seed(0)

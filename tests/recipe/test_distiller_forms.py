@@ -128,8 +128,6 @@ policies:
     ("reg_regims: {fc.weight: [0.5, '3D']}\n    desired_sparsity: 0.5",
      "either reg_regims or group_type"),
     ("group_type: Filters\n    weights: [conv1.weight]", "needs desired_sparsity"),
-    ("group_type: Filters\n    desired_sparsity: 0.5\n    weights: [conv1.weight]\n"
-     "    group_dependency: Leader", "Leader .* not yet supported"),
 ])
 def test_ranked_structure_form_mistakes(body, match):
     text = f"pruners:\n  p:\n    class: L1RankedStructureParameterPruner\n    {body}\n" \
@@ -265,3 +263,27 @@ policies:
                                         r"'module.fc.weight' matches no parameter of the model "
                                         r"\(did you mean 'linear.weight', "):
         build_scheduler(recipe, create_model("cifar_resnet20"))
+
+
+def test_leader_prunes_the_same_channels_in_every_listed_weight():
+    recipe = parse_recipe("""
+pruners:
+  p:
+    class: L1RankedStructureParameterPruner
+    group_type: Filters
+    desired_sparsity: 0.5
+    group_dependency: Leader
+    weights: [module.layer1.0.conv1.weight, module.layer1.1.conv1.weight]
+policies:
+  - pruner: p
+    epochs: [0]
+""")
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar")
+    with torch.no_grad():  # the leader's filters 0..7 are the smallest
+        model.layer1[0].conv1.weight[:8] *= 0.01
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    for block in (0, 1):
+        zero = model.layer1[block].conv1.weight.flatten(1).abs().sum(1) == 0
+        assert zero.nonzero().flatten().tolist() == list(range(8))

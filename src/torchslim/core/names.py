@@ -2,8 +2,8 @@
 
 A name is tried in this order: as an exact parameter name; as a glob when it holds ``*``, ``?``
 or ``[`` (``*`` also matches dots); as a regular expression that must match the whole name.
-A ``module.`` prefix (from models saved under DataParallel, as in Distiller's schedules) is
-ignored when the model's own names lack it.
+A ``module.`` prefix (from models saved under DataParallel, as in Distiller's schedules; also
+inside a name, ``features.module.0.weight``) is ignored when the model's own names lack it.
 
 Example::
 
@@ -34,11 +34,15 @@ _PREFIX = "module."
 
 
 def _strip_prefix(pattern: str, names: Sequence[str]) -> str:
-    has_prefix = any(n.startswith(_PREFIX) for n in names)
-    if pattern.startswith(_PREFIX) and not has_prefix:
-        return pattern[len(_PREFIX):]
-    if pattern.startswith(re.escape(_PREFIX)) and not has_prefix:
-        return pattern[len(re.escape(_PREFIX)):]
+    """``pattern`` without the ``module.`` parts DataParallel adds (at the start, or inside:
+    Distiller wraps only VGG's ``features`` in it, giving ``features.module.0.weight``), when the
+    model's own names have none."""
+    if any(n.startswith(_PREFIX) or f".{_PREFIX}" in n for n in names):
+        return pattern
+    for prefix in (_PREFIX, re.escape(_PREFIX)):
+        if pattern.startswith(prefix):
+            pattern = pattern[len(prefix):]
+        pattern = pattern.replace("." + prefix, ".")
     return pattern
 
 

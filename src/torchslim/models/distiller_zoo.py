@@ -3,7 +3,8 @@ names, so Distiller's schedules (``module.layer1.0.conv1.weight``, ``module.fc.w
 apply to them verbatim: ``resnet{20,32,44,56}_cifar`` (1x1-conv ``downsample`` shortcuts, ``fc``
 head), ``preact_resnet{20,32,44,56}_cifar`` (pre-activation blocks, average-pool and zero-pad
 shortcuts), ``plain20_cifar`` (no shortcuts), ``vgg16_cifar`` (VGG-16 without BatchNorm, one
-512 -> 10 classifier) and ``simplenet_mnist`` (two 5x5 convolutions and a linear layer). Same
+512 -> 10 classifier), ``simplenet_mnist`` (two 5x5 convolutions, two linear layers) and
+``simplenet_v2_mnist`` (one small linear layer). Same
 architectures as Distiller's, written for torchslim.
 
 Example::
@@ -228,8 +229,29 @@ class VGGCifar(nn.Module):
 
 
 class SimplenetMnist(nn.Module):
-    """Distiller's ``simplenet_mnist``: conv 5x5 (20), pool, conv 5x5 (50), pool, average pool,
-    ``fc`` (50 -> 10)."""
+    """Distiller's ``simplenet_mnist`` (PyTorch's MNIST example network): conv 5x5 (20), pool,
+    conv 5x5 (50), pool, ``fc1`` (800 -> 500), ``fc2`` (500 -> 10)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5, 1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(20, 50, 5, 1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(4 * 4 * 50, 500)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
+        return self.fc2(self.relu3(self.fc1(torch.flatten(x, 1))))
+
+
+class SimplenetV2Mnist(nn.Module):
+    """Distiller's ``simplenet_v2_mnist``: the same convolutions, then average pooling and one
+    ``fc`` (50 -> 10); 26 K parameters."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()

@@ -131,7 +131,11 @@ register_model("vgg16_cifar", input_shape=(3, 32, 32), normalization="cifar",
                description="Distiller's VGG-16 for CIFAR-10 (no BatchNorm)")(
     distiller_zoo.VGGCifar)
 register_model("simplenet_mnist", input_shape=(1, 28, 28), normalization="none",
-               description="Distiller's two-conv MNIST network")(distiller_zoo.SimplenetMnist)
+               description="Distiller's MNIST network (2 convs, 2 linear layers)")(
+    distiller_zoo.SimplenetMnist)
+register_model("simplenet_v2_mnist", input_shape=(1, 28, 28), normalization="none",
+               description="Distiller's small MNIST network (2 convs, 1 linear layer)")(
+    distiller_zoo.SimplenetV2Mnist)
 
 register_model(
     "lenet5", input_shape=(1, 28, 28), normalization="none", description="LeNet-5 for 1x28x28"

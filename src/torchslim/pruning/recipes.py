@@ -168,10 +168,6 @@ class RankedStructureArgs(Args):
             missing = [k for k, v in new_form.items() if v is None]
             if missing:
                 raise ValueError(f"needs {', '.join(missing)} (or the older reg_regims form)")
-        if self.group_dependency == "Leader":
-            raise ValueError("group_dependency: Leader (every weight pruned like the first) is "
-                             "not yet supported by torchslim; leave it out to rank each weight "
-                             "by itself")
         return self
 
 
@@ -193,14 +189,6 @@ class StructuredAGPArgs(Args):
         initial = info.data.get("initial_sparsity")
         if initial is not None and value < initial:
             raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
-        return value
-
-    @field_validator("group_dependency")
-    @classmethod
-    def _no_leader(cls, value):
-        if value == "Leader":
-            raise ValueError("Leader (every weight pruned like the first) is not yet supported "
-                             "by torchslim; leave it out to rank each weight by itself")
         return value
 
 
@@ -265,11 +253,15 @@ def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
 
 def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
     # Distiller removes floor(ratio x channels) of each weight's channels.
-    def pruner(ratio: float, kind: str):
+    def pruner(ratio: float, kind: str, leader: str | None = None):
         if kind in ("Channels", "Rows"):
-            return ChannelNormPruner(ratio, norm=1, rounding="floor"), True
-        return FilterNormPruner(ratio, norm=1, rounding="floor"), False
+            return ChannelNormPruner(ratio, norm=1, rounding="floor", leader=leader), True
+        return FilterNormPruner(ratio, norm=1, rounding="floor", leader=leader), False
 
+    if a.reg_regims is None and a.group_dependency == "Leader":
+        layers = _layers(model, a.weights)
+        chosen, inputs = pruner(a.desired_sparsity, a.group_type, leader=layers[0])
+        return StructuredPruneStep(regimes=[(layers, chosen, inputs)])
     if a.reg_regims is None:
         regimes = {pattern: (a.desired_sparsity, a.group_type) for pattern in a.weights}
     else:
@@ -287,9 +279,11 @@ def _structured_agp(importance: Callable[[StructuredAGPArgs, bool], Importance])
     def build(a: StructuredAGPArgs, model: nn.Module) -> StructuredPruneStep:
         inputs = a.group_type in ("Channels", "Rows")
         strategy = importance(a, inputs)
+        layers = _layers(model, a.weights)
+        leader = layers[0] if a.group_dependency == "Leader" else None
         pruner = StructuredPruner(AGP(a.initial_sparsity, a.final_sparsity), strategy,
-                                  rounding="floor")
-        regimes = [(_layers(model, a.weights), pruner, inputs)]
+                                  rounding="floor", leader=leader)
+        regimes = [(layers, pruner, inputs)]
         if isinstance(strategy, ActivationImportance | GradientImportance):
             return CollectingPruneStep(regimes, collect_batches=a.collect_batches)
         return StructuredPruneStep(regimes=regimes)

@@ -101,7 +101,9 @@ class StructuredPruner:
         global_ranking: bool = False,
         round_to: int = 1,
         rounding: str = "half_up",
+        leader: str | None = None,
     ) -> None:
+        self.leader = leader
         if rounding not in ROUNDING:
             raise UserError(f"rounding must be one of {', '.join(ROUNDING)}, got {rounding!r}")
         self.rounding = rounding
@@ -151,12 +153,34 @@ class StructuredPruner:
             groups = [group for group in groups if self.can_rank(graph, group)]
         scores = self._scores(graph, groups)
         sparsity = self.schedule(progress)
+        if self.leader is not None:
+            return self._follow_leader(groups, scores, sparsity)
         if self.global_ranking:
             removed = _lowest_overall(scores, sparsity, self.rounding)
         else:
             removed = [_lowest(v, removal_count(sparsity, len(v), self.round_to, self.rounding))
                        for v in scores]
         return {group.name: chosen for group, chosen in zip(groups, removed, strict=True)}
+
+    def _follow_leader(self, groups: list[ChannelGroup], scores: list[torch.Tensor],
+                       sparsity: float) -> dict[str, list[int]]:
+        """Distiller's ``group_dependency: Leader``: the channels the leader layer's group
+        ranks lowest go in every selected group (all of the same width)."""
+        lead = next((i for i, g in enumerate(groups) if self.leader in g.modules), None)
+        if lead is None:
+            raise UserError(f"the leader layer '{self.leader}' is in none of the selected "
+                            "channel groups")
+        width = len(groups[lead].channels)
+        for group in groups:
+            if len(group.channels) != width:
+                raise UserError(
+                    f"group_dependency Leader prunes the same channels everywhere, but group "
+                    f"'{group.name}' has {len(group.channels)} channels and the leader's "
+                    f"{width}: list layers of the same width"
+                )
+        count = removal_count(sparsity, width, self.round_to, self.rounding)
+        chosen = _lowest(scores[lead], count)
+        return {group.name: list(chosen) for group in groups}
 
     def as_step(self):
         """The schedule step that runs this pruner on every group it can rank."""
@@ -245,9 +269,11 @@ class _NormPruner(StructuredPruner):
         normalize: bool = True,
         round_to: int = 1,
         rounding: str = "half_up",
+        leader: str | None = None,
     ) -> None:
         super().__init__(sparsity, WeightNorm(norm, self.role, normalize=normalize),
-                         global_ranking=global_ranking, round_to=round_to, rounding=rounding)
+                         global_ranking=global_ranking, round_to=round_to, rounding=rounding,
+                         leader=leader)
 
 
 class FilterNormPruner(_NormPruner):

@@ -5,7 +5,7 @@ Example::
 
     >>> from torchslim.recipes import recipe_names, recipe_path
     >>> recipe_names()
-    ['demo_agp', 'demo_dorefa', 'demo_filters']
+    ['demo_agp', 'demo_dorefa', 'demo_filters', 'demo_lowrank']
     >>> recipe_path("demo_agp").name
     'demo_agp.yaml'
 """
