@@ -75,9 +75,18 @@ class Pruner:
     def _set_each(self, masks: Masks, method_for: Callable[[str], object]) -> dict[str, float]:
         done = {}
         for name in self.resolve(masks.model):
-            masks.set(name, method_for(name).compute_mask(_current(masks, name)))
+            _keep_pruned(masks, name, method_for(name).compute_mask(_current(masks, name)))
             done[name] = round(masks.sparsity(name), 6)
         return done
+
+
+def _keep_pruned(masks: Masks, name: str, mask: torch.Tensor) -> None:
+    """Set ``mask``, keeping what another pruner of the schedule removed (structured pruning
+    zeroes a consumer's input slices; a magnitude pruner on that layer must not bring them
+    back, or thinning could no longer remove the channels)."""
+    if name in masks:
+        mask = mask.to(torch.bool) & masks[name]
+    masks.set(name, mask)
 
 
 class MagnitudePruner(Pruner):
@@ -197,5 +206,5 @@ class RandomPruner(Pruner):
 def _prune_globally(masks: Masks, names: list[str], sparsity: float) -> dict[str, float]:
     new = global_magnitude_masks({n: _current(masks, n) for n in names}, sparsity)
     for name, mask in new.items():
-        masks.set(name, mask)
+        _keep_pruned(masks, name, mask)
     return {name: round(masks.sparsity(name), 6) for name in names}

@@ -253,14 +253,15 @@ def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
 
 def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
     # Distiller removes floor(ratio x channels) of each weight's channels.
-    def pruner(ratio: float, kind: str, leader: str | None = None):
+    def pruner(ratio: float, kind: str, layers: list[str], leader: str | None = None):
         if kind in ("Channels", "Rows"):
-            return ChannelNormPruner(ratio, norm=1, rounding="floor", leader=leader), True
+            return ChannelNormPruner(ratio, norm=1, rounding="floor", leader=leader,
+                                     consumers=layers), True
         return FilterNormPruner(ratio, norm=1, rounding="floor", leader=leader), False
 
     if a.reg_regims is None and a.group_dependency == "Leader":
         layers = _layers(model, a.weights)
-        chosen, inputs = pruner(a.desired_sparsity, a.group_type, leader=layers[0])
+        chosen, inputs = pruner(a.desired_sparsity, a.group_type, layers, leader=layers[0])
         return StructuredPruneStep(regimes=[(layers, chosen, inputs)])
     if a.reg_regims is None:
         regimes = {pattern: (a.desired_sparsity, a.group_type) for pattern in a.weights}
@@ -268,8 +269,9 @@ def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
         regimes = dict(a.reg_regims)
     steps = []
     for pattern, (ratio, kind) in regimes.items():
-        chosen, inputs = pruner(ratio, kind)
-        steps.append((_layers(model, [pattern]), chosen, inputs))
+        layers = _layers(model, [pattern])
+        chosen, inputs = pruner(ratio, kind, layers)
+        steps.append((layers, chosen, inputs))
     return StructuredPruneStep(regimes=steps)
 
 
@@ -282,7 +284,8 @@ def _structured_agp(importance: Callable[[StructuredAGPArgs, bool], Importance])
         layers = _layers(model, a.weights)
         leader = layers[0] if a.group_dependency == "Leader" else None
         pruner = StructuredPruner(AGP(a.initial_sparsity, a.final_sparsity), strategy,
-                                  rounding="floor", leader=leader)
+                                  rounding="floor", leader=leader,
+                                  consumers=layers if inputs else None)
         regimes = [(layers, pruner, inputs)]
         if isinstance(strategy, ActivationImportance | GradientImportance):
             return CollectingPruneStep(regimes, collect_batches=a.collect_batches)

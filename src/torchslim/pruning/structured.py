@@ -102,8 +102,10 @@ class StructuredPruner:
         round_to: int = 1,
         rounding: str = "half_up",
         leader: str | None = None,
+        consumers: Iterable[str] | None = None,
     ) -> None:
         self.leader = leader
+        self.consumers = list(consumers) if consumers is not None else None
         if rounding not in ROUNDING:
             raise UserError(f"rounding must be one of {', '.join(ROUNDING)}, got {rounding!r}")
         self.rounding = rounding
@@ -208,7 +210,7 @@ class StructuredPruner:
         if masks.model is not graph.model:
             raise UserError("the masks belong to another model than the dependency graph")
         removed = self.select(graph, layers, progress)
-        for name, mask in channel_masks(graph, removed).items():
+        for name, mask in channel_masks(graph, removed, self.consumers).items():
             masks.set(name, mask & masks[name] if name in masks else mask)
         return removed
 
@@ -238,13 +240,25 @@ def _lowest_overall(scores: list[torch.Tensor], sparsity: float,
     return [sorted(chosen) for chosen in removed]
 
 
-def channel_masks(graph: DependencyGraph, removed: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+def channel_masks(
+    graph: DependencyGraph, removed: dict[str, list[int]], consumers: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Keep-masks (parameter name -> bool tensor) zeroing every slice of the ``removed`` channels
-    (group name -> channel indices)."""
+    (group name -> channel indices).
+
+    With ``consumers`` (Distiller's channel pruning of named weights), a group some other layer
+    still reads keeps its channels: only the input slices of those layers are zeroed, so
+    thinning leaves the channels in place, as Distiller's does.
+    """
     masks: dict[str, torch.Tensor] = {}
     for group_name, indices in removed.items():
         group = graph.group(group_name)
-        for axis in group.axes:
+        axes = group.axes
+        if consumers is not None:
+            readers = {a.module for a in axes if a.role == "in"}
+            if not readers <= set(consumers):
+                axes = tuple(a for a in axes if a.role == "in" and a.module in consumers)
+        for axis in axes:
             positions, owners = group.index_on(axis)
             where = positions[torch.isin(owners, torch.tensor(indices, dtype=torch.long))]
             if len(where) == 0:
