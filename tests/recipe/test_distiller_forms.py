@@ -287,3 +287,88 @@ policies:
     for block in (0, 1):
         zero = model.layer1[block].conv1.weight.flatten(1).abs().sum(1) == 0
         assert zero.nonzero().flatten().tolist() == list(range(8))
+
+
+# Distiller's examples/agp-pruning/resnet20_filters.schedule_agp_4.yaml, pruners and policies:
+# structured AGP (one group following its leader), fine-grained AGP on the same layers, row
+# pruning of the classifier, thinning in between.
+AGP_4 = """
+version: 1
+pruners:
+  low_pruner:
+    class: L1RankedStructureParameterPruner_AGP
+    initial_sparsity : 0.10
+    final_sparsity: 0.50
+    group_type: Filters
+    weights: [module.layer2.0.conv1.weight, module.layer2.0.conv2.weight,
+              module.layer2.0.downsample.0.weight,
+              module.layer2.1.conv2.weight, module.layer2.2.conv2.weight,
+              module.layer2.1.conv1.weight, module.layer2.2.conv1.weight]
+  low_pruner_2:
+    class: L1RankedStructureParameterPruner_AGP
+    initial_sparsity : 0.10
+    final_sparsity: 0.50
+    group_type: Filters
+    group_dependency: Leader
+    weights: [module.layer3.0.conv2.weight, module.layer3.0.downsample.0.weight,
+              module.layer3.1.conv2.weight,  module.layer3.2.conv2.weight]
+  fine_pruner:
+    class:  AutomatedGradualPruner
+    initial_sparsity : 0.05
+    final_sparsity: 0.70
+    weights: [module.layer3.1.conv1.weight,  module.layer3.1.conv2.weight,
+              module.layer3.2.conv1.weight,  module.layer3.2.conv2.weight]
+  fc_pruner:
+    class: L1RankedStructureParameterPruner_AGP
+    initial_sparsity : 0.05
+    final_sparsity: 0.50
+    group_type: Rows
+    weights: [module.fc.weight]
+extensions:
+  net_thinner:
+      class: 'FilterRemover'
+      thinning_func_str: remove_filters
+      arch: 'resnet20_cifar'
+      dataset: 'cifar10'
+policies:
+  - pruner:
+      instance_name : low_pruner
+    starting_epoch: 0
+    ending_epoch: 30
+    frequency: 2
+  - pruner:
+      instance_name : low_pruner_2
+    starting_epoch: 0
+    ending_epoch: 30
+    frequency: 2
+  - pruner:
+      instance_name : fine_pruner
+    starting_epoch: 30
+    ending_epoch: 50
+    frequency: 2
+  - pruner:
+      instance_name : fc_pruner
+    starting_epoch: 30
+    ending_epoch: 50
+    frequency: 2
+  - extension:
+      instance_name: net_thinner
+    epochs: [32]
+"""
+
+
+@pytest.mark.slow
+def test_hybrid_agp_schedule_reaches_distillers_published_size():
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(parse_recipe(AGP_4, "agp_4.yaml"), model,
+                               torch.zeros(1, 3, 32, 32))
+    data = [(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))) for _ in range(2)]
+    Trainer(model, data, TrainConfig(epochs=49, lr=1e-3, device="cpu"), callbacks=[schedule],
+            progress=False).fit()
+    # The file's comments: 130,544 weights (dense) and 24,723,776 MACs after thinning.
+    assert _weights(model) == 130_544
+    assert summarize(model, (3, 32, 32)).macs == 24_723_776
+    assert tuple(model.fc.weight.shape) == (10, 32)
+    fc_zero_columns = int((model.fc.weight.abs().sum(0) == 0).sum())
+    assert fc_zero_columns == 16  # floor(0.5 * 32) input columns masked, not thinned
