@@ -6,6 +6,7 @@
 # benchmarks/distill_summary.py writes benchmarks/results/distill_lowrank.{md,json}.
 #   lane a: ResNet-56 dense 8 epochs (the teacher) -> inner filters pruned + KD (8) -> Tucker-2
 #           1.5x fewer MACs (8) -> ResNet-20 taught by ResNet-56 (10) -> DS student + KD (15)
+#           -> group sensitivity of ResNet-56, then TargetMACsPruner at 48 % of the MACs + KD (8)
 #   lane b: ResNet-20 dense 15 epochs (the teacher) -> AGP 90 % + KD (15) -> ResNet-20 plain
 #           fine-tune (10) -> transfer to cat vs dog: frozen backbone, full fine-tuning, frozen
 #           for one epoch then full (5 each) -> DS student alone (15)
@@ -61,6 +62,17 @@ lane_a() {
         "$(ep 10)" 0.02
     compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml "$(ep 15)" 0.1 \
         "${T56[@]}"
+    # Sensitivity-allocated ratios (TargetMACsPruner): each coupled channel group pruned alone
+    # on 1,000 test images, then the ratios that keep 48 % of the MACs losing the least.
+    if [ ! -s "$RUNS/r56_sensitivity/sensitivity.json" ]; then
+        .venv/bin/torchslim sensitivity --model cifar_resnet56 --weights "$R56" --data "$DATA" \
+            --granularity group --levels 0.2,0.4,0.6,0.8 --limit "$(ep 1000 64)" \
+            --out "$RUNS/r56_sensitivity" --quiet
+    fi
+    sed "s|@SENSITIVITY@|$RUNS/r56_sensitivity/sensitivity.json|" \
+        benchmarks/recipes/resnet56_target_macs.yaml.in > "$RUNS/resnet56_target_macs.yaml"
+    compress r56_target_macs_kd cifar_resnet56 "$RUNS/resnet56_target_macs.yaml" "$(ep 8)" 0.02 \
+        --weights "$R56" "${T56[@]}"
 }
 lane_b() {
     train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02
