@@ -228,11 +228,11 @@ class VGGCifar(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-class SimplenetMnist(nn.Module):
-    """Distiller's ``simplenet_mnist`` (PyTorch's MNIST example network): conv 5x5 (20), pool,
-    conv 5x5 (50), pool, ``fc1`` (800 -> 500), ``fc2`` (500 -> 10)."""
+class _SimplenetConvs(nn.Module):
+    """The convolutions both of Distiller's MNIST networks share: conv 5x5 (20), pool,
+    conv 5x5 (50), pool."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 20, 5, 1)
         self.relu1 = nn.ReLU()
@@ -240,34 +240,36 @@ class SimplenetMnist(nn.Module):
         self.conv2 = nn.Conv2d(20, 50, 5, 1)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2, 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
+
+
+class SimplenetMnist(_SimplenetConvs):
+    """Distiller's ``simplenet_mnist`` (PyTorch's MNIST example network): the convolutions,
+    then ``fc1`` (800 -> 500) and ``fc2`` (500 -> 10)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
         self.fc1 = nn.Linear(4 * 4 * 50, 500)
         self.relu3 = nn.ReLU()
         self.fc2 = nn.Linear(500, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
-        return self.fc2(self.relu3(self.fc1(torch.flatten(x, 1))))
+        return self.fc2(self.relu3(self.fc1(torch.flatten(self.features(x), 1))))
 
 
-class SimplenetV2Mnist(nn.Module):
-    """Distiller's ``simplenet_v2_mnist``: the same convolutions, then average pooling and one
+class SimplenetV2Mnist(_SimplenetConvs):
+    """Distiller's ``simplenet_v2_mnist``: the convolutions, then average pooling and one
     ``fc`` (50 -> 10); 26 K parameters."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5, 1)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(20, 50, 5, 1)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2, 2)
         self.avgpool = nn.AvgPool2d(4, stride=1)
         self.fc = nn.Linear(50, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 DEPTHS = {20: (3, 3, 3), 32: (5, 5, 5), 44: (7, 7, 7), 56: (9, 9, 9)}

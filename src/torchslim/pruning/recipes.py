@@ -74,13 +74,13 @@ from .structured import (
 )
 
 
-class AGPArgs(Args):
+class _GradualArgs(Args):
+    """A sparsity rising from ``initial_sparsity`` to ``final_sparsity`` on ``weights``."""
+
     weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
     initial_sparsity: Sparsity
     final_sparsity: Sparsity
     weights: WeightList
-    scope: Literal["layer", "global"] = "layer"
-    steps_per_epoch: Annotated[int, Field(ge=1, le=10_000)] = 1
 
     @field_validator("final_sparsity")
     @classmethod
@@ -89,6 +89,11 @@ class AGPArgs(Args):
         if initial is not None and value < initial:
             raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
         return value
+
+
+class AGPArgs(_GradualArgs):
+    scope: Literal["layer", "global"] = "layer"
+    steps_per_epoch: Annotated[int, Field(ge=1, le=10_000)] = 1
 
 
 class LevelArgs(Args):
@@ -171,25 +176,13 @@ class RankedStructureArgs(Args):
         return self
 
 
-class StructuredAGPArgs(Args):
+class StructuredAGPArgs(_GradualArgs):
     """Distiller's structured AGP pruners (``L1RankedStructureParameterPruner_AGP``, ...)."""
 
-    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
-    initial_sparsity: Sparsity
-    final_sparsity: Sparsity
     group_type: Literal["Filters", "3D", "Channels", "Rows"] = "Filters"
-    weights: WeightList
     group_dependency: Literal["Leader"] | None = None
     collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
     seed: Seed = 0
-
-    @field_validator("final_sparsity")
-    @classmethod
-    def _not_below_initial(cls, value: float, info: ValidationInfo) -> float:
-        initial = info.data.get("initial_sparsity")
-        if initial is not None and value < initial:
-            raise ValueError(f"must be >= initial_sparsity ({initial}), got {value}")
-        return value
 
 
 class RandomLevelArgs(Args):
