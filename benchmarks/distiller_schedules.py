@@ -2,11 +2,11 @@
 
 For every ``*.yaml`` under a Distiller checkout's ``examples/`` and ``tests/`` folders it records
 whether torchslim validates it and, for the models of Distiller's zoo that torchslim has
-(``resnet20_cifar`` ... ``simplenet_mnist``), runs it through every epoch in which it prunes or
-thins (random CIFAR-shaped minibatches: the shapes a schedule leaves do not depend on the data,
-except for regularization thresholds). Where the file's comments state Distiller's own result
-("Total MACs" before and after, and the dense weight count of its "Total sparsity" row), the
-table puts torchslim's numbers beside them.
+(``resnet20_cifar`` ... ``simplenet_mnist``), runs it through its last thinning epoch, or two
+epochs from its first pruning when it never thins (random minibatches: the shapes a schedule
+leaves do not depend on the data, except for regularization thresholds). Where the file's
+comments state Distiller's own result ("Total MACs" before and after, and the dense weight count
+of its "Total sparsity" row), the table puts torchslim's numbers beside them.
 
 Writes ``benchmarks/results/distiller_schedules.{json,md}``. No download: give the path of a
 Distiller checkout (``git clone https://github.com/IntelLabs/distiller``)::
@@ -66,9 +66,14 @@ def run(path: Path, text: str, arch: str) -> dict:
     model = create_model(arch)
     before = {"weights": weights(model), "macs": summarize(model, shape).macs}
     schedule = build_scheduler(recipe, model, torch.zeros(1, *shape))
-    structural = [p.policy for p in recipe.policies if p.kind in STRUCTURAL]
-    last = max([p.last if p.last is not None else p.first for p in structural], default=0)
-    epochs = last + 1
+    # Shapes change only when the schedule thins: run until its last thinning (pruning after it
+    # only masks); a schedule that never thins runs two epochs (its pruners fire, masks hold).
+    thinning = [p.policy for p in recipe.policies if p.kind == "extension"]
+    pruning = [p.policy for p in recipe.policies if p.kind in STRUCTURAL]
+    if thinning:
+        epochs = max(p.last if p.last is not None else p.first for p in thinning) + 1
+    else:
+        epochs = min(max([p.first for p in pruning], default=0) + 2, 400)
     data = [(torch.randn(2, *shape), torch.randint(0, 10, (2,))) for _ in range(2)]
     started = time.perf_counter()
     Trainer(model, data, TrainConfig(epochs=epochs, lr=1e-3, device="cpu"),
@@ -132,9 +137,10 @@ def write(rows: list[dict], distiller: Path, out: Path) -> None:
         "",
         "Every YAML file of Distiller's `examples/` and `tests/` folders, read by torchslim "
         "unchanged; those for a model of Distiller's zoo that torchslim has are run through "
-        "every epoch in which they prune or thin (random minibatches: the shapes do not depend "
-        "on the data). Where a file's comments state Distiller's result, torchslim's is beside "
-        "it. Produced by `benchmarks/distiller_schedules.py` on a Distiller checkout.",
+        "their last thinning epoch, or two epochs from their first pruning when they never thin "
+        "(random minibatches: the shapes do not depend on the data). Where a file's comments "
+        "state Distiller's result, torchslim's is beside it. Produced by "
+        "`benchmarks/distiller_schedules.py` on a Distiller checkout.",
         "",
         f"{meta['date']}, torch {meta['torch']}. "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
