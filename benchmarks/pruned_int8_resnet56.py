@@ -1,6 +1,8 @@
-"""Pruned and quantized together: the thinned ResNet-56 of the pruning benchmark
-(benchmarks/prune_resnet56_filters.sh), quantized to int8 and run in ONNX Runtime, beside the
-dense fp32 ResNet-56 (fine-tuned for the same epochs) in PyTorch and in ONNX Runtime, in one run.
+"""Pruned and quantized together: the thinned ResNet-56 (by default the one pruned with
+distillation-aided recovery in benchmarks/distill_lowrank.sh, run r56_inner_kd; the plain one of
+benchmarks/prune_resnet56_filters.sh with --pruned), quantized to int8 and run in ONNX Runtime,
+beside the dense fp32 ResNet-56 fine-tuned for the same epochs, in PyTorch and in ONNX Runtime,
+in one run.
 
 The thinned model is quantized after training (min/max observers, calibration on the first
 ``--per-class`` training images of every class, the int8 layout ``--layout``: u8s7 keeps the
@@ -13,8 +15,8 @@ Writes benchmarks/results/pruned_int8_resnet56.{md,csv,json}. Run from the repos
 after ``make install`` and the pruning benchmark:
 
     .venv/bin/python benchmarks/pruned_int8_resnet56.py \\
-        [--dense runs/bench/prune_resnet56_filters/dense_ft8.pt] \\
-        [--pruned runs/bench/prune_resnet56_filters/resnet56_inner_ft8.pt]
+        [--dense runs/bench/distill/r56_dense8/model.pt] \\
+        [--pruned runs/bench/distill/r56_inner_kd/compressed.pt]
 """
 
 from __future__ import annotations
@@ -40,15 +42,15 @@ from torchslim.quantization import QuantConfig, quantize
 from torchslim.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs" / "bench" / "prune_resnet56_filters"
+RUNS = ROOT / "runs" / "bench" / "distill"
 INPUT = (3, 32, 32)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    p.add_argument("--dense", type=Path, default=RUNS / "dense_ft8.pt")
-    p.add_argument("--pruned", type=Path, default=RUNS / "resnet56_inner_ft8.pt")
+    p.add_argument("--dense", type=Path, default=RUNS / "r56_dense8" / "model.pt")
+    p.add_argument("--pruned", type=Path, default=RUNS / "r56_inner_kd" / "compressed.pt")
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--layout", default="u8s7")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all)")
