@@ -372,3 +372,74 @@ def test_hybrid_agp_schedule_reaches_distillers_published_size():
     assert tuple(model.fc.weight.shape) == (10, 32)
     fc_zero_columns = int((model.fc.weight.abs().sum(0) == 0).sum())
     assert fc_zero_columns == 16  # floor(0.5 * 32) input columns masked, not thinned
+
+
+# Distiller's examples/pruning_filters_for_efficient_convnets/resnet56_cifar_channel_rank.yaml:
+# input channels ranked by L1 norm, the first group following its leader.
+CHANNEL_RANK = """
+version: 1
+pruners:
+  filter_pruner_70:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Channels
+    desired_sparsity: 0.7
+    group_dependency: Leader
+    weights: [
+      module.layer1.1.conv1.weight, module.layer1.0.conv1.weight, module.layer1.2.conv1.weight,
+      module.layer1.3.conv1.weight, module.layer1.4.conv1.weight, module.layer1.5.conv1.weight,
+      module.layer1.6.conv1.weight, module.layer1.7.conv1.weight, module.layer1.8.conv1.weight,
+      module.layer2.0.conv1.weight, module.layer2.0.downsample.0.weight]
+  filter_pruner_60:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Channels
+    desired_sparsity: 0.6
+    weights: [
+      module.layer2.1.conv2.weight, module.layer2.2.conv2.weight, module.layer2.3.conv2.weight,
+      module.layer2.4.conv2.weight, module.layer2.6.conv2.weight, module.layer2.7.conv2.weight]
+  filter_pruner_20:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Channels
+    desired_sparsity: 0.2
+    weights: [module.layer3.1.conv2.weight]
+  filter_pruner_40:
+    class: 'L1RankedStructureParameterPruner'
+    group_type: Channels
+    desired_sparsity: 0.4
+    weights: [
+      module.layer3.2.conv2.weight, module.layer3.3.conv2.weight, module.layer3.5.conv2.weight,
+      module.layer3.6.conv2.weight, module.layer3.7.conv2.weight, module.layer3.8.conv2.weight]
+extensions:
+  net_thinner:
+      class: StructureRemover
+      thinning_func_str: remove_channels
+      arch: resnet56_cifar
+      dataset: cifar10
+policies:
+  - pruner:
+      instance_name: filter_pruner_70
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_60
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_40
+    epochs: [0]
+  - pruner:
+      instance_name: filter_pruner_20
+    epochs: [0]
+  - extension:
+      instance_name: net_thinner
+    epochs: [0]
+"""
+
+
+def test_resnet56_channel_rank_gives_distillers_published_size():
+    torch.manual_seed(0)
+    model = create_model("resnet56_cifar")
+    schedule = build_scheduler(parse_recipe(CHANNEL_RANK, "channel_rank.yaml"), model,
+                               torch.zeros(1, 3, 32, 32))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    # The file's comments: 566,887 weights and 66,592,384 MACs (1.89x fewer).
+    assert _weights(model) == 566_887
+    assert summarize(model, (3, 32, 32)).macs == 66_592_384
+    assert model.layer1[0].conv1.in_channels == 5  # the stream: floor(0.7 * 16) = 11 removed

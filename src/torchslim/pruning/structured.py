@@ -284,10 +284,11 @@ class _NormPruner(StructuredPruner):
         round_to: int = 1,
         rounding: str = "half_up",
         leader: str | None = None,
+        consumers: Iterable[str] | None = None,
     ) -> None:
         super().__init__(sparsity, WeightNorm(norm, self.role, normalize=normalize),
                          global_ranking=global_ranking, round_to=round_to, rounding=rounding,
-                         leader=leader)
+                         leader=leader, consumers=consumers)
 
 
 class FilterNormPruner(_NormPruner):
