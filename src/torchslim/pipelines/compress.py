@@ -123,10 +123,11 @@ def compress(
         earlier = list((model_meta or {}).get("edits") or [])  # the input was edited before
         meta = {**(model_meta or {}), "edits": earlier + scheduler.edits}
         save_compressed(trainer.model, out / COMPRESSED_NAME, meta=meta)
-        if scheduler.edits:  # the dense copy must also say how to reshape a fresh model
-            atomic_torch_save(
-                {"state_dict": trainer.model.state_dict(), "meta": meta}, out / "model.pt"
-            )
+        # Again after finish(): the dense copy says how to reshape a fresh model (edits), and
+        # holds the weights as the steps left them (splicing bakes its masks in).
+        atomic_torch_save(
+            {"state_dict": trainer.model.state_dict(), "meta": meta}, out / "model.pt"
+        )
     return CompressionRun(trainer.model, scheduler, history, out)
 
 

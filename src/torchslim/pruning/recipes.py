@@ -64,6 +64,7 @@ from .regularizers import (
 )
 from .schedules import AGP, RandomLevel
 from .sensitivity import SensitivityResult
+from .splicing import SplicingStep
 from .steps import PlannedPruneStep, PruneStep, StructuredPruneStep, ThinningStep
 from .structured import (
     BNGammaPruner,
@@ -227,6 +228,16 @@ class TargetMACsArgs(Args):
     norm: Literal[1, 2] = 1
 
 
+class SplicingArgs(Args):
+    """Distiller's ``SplicingPruner`` (dynamic network surgery)."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("sensitivities",)
+    sensitivities: Annotated[dict[WeightName, NonNegative], Field(min_length=1)]
+    low_thresh_mult: Annotated[Number, Field(gt=0.0)]
+    hi_thresh_mult: Annotated[Number, Field(gt=0.0)]
+    sensitivity_multiplier: NonNegative = 0.0
+
+
 class StrengthArgs(Args):
     strength: NonNegative
 
@@ -356,6 +367,9 @@ def _register() -> None:
         (("GradientRankedFilterPruner_AGP",), StructuredAGPArgs,
          _structured_agp(lambda a, inputs: GradientImportance())),
         (("RandomLevelStructureParameterPruner",), RandomLevelArgs, _random_level),
+        (("SplicingPruner",), SplicingArgs,
+         lambda a, model: SplicingStep(a.sensitivities, a.low_thresh_mult, a.hi_thresh_mult,
+                                       a.sensitivity_multiplier)),
     ]
     for names, args, build in pruners:
         register_recipe_class("pruners", names, args, build)

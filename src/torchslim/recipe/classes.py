@@ -8,8 +8,8 @@ Example::
     >>> from torchslim.recipe.classes import find_class, section_of
     >>> find_class("pruners", "AutomatedGradualPruner").args.__name__
     'AGPArgs'
-    >>> section_of("MultiStepLR"), find_class("pruners", "SplicingPruner").unsupported
-    ('lr_schedulers', 'splicing (dynamic network surgery, Guo et al. 2016) is not implemented yet')
+    >>> section_of("MultiStepLR"), find_class("pruners", "BaiduRNNPruner").unsupported[:27]
+    ('lr_schedulers', "Baidu's RNN pruning (Narang")
 """
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ from ..schedule.lr import EXTRA_SCHEDULERS
 register_unsupported(
     "pruners", ["BaiduRNNPruner"], "Baidu's RNN pruning (Narang et al. 2017) is not implemented "
     "yet; AutomatedGradualPruner prunes RNN weights gradually too",
-)
-register_unsupported(
-    "pruners", ["SplicingPruner"], "splicing (dynamic network surgery, Guo et al. 2016) is not "
-    "implemented yet",
 )
 
 _LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "LambdaLR",
