@@ -237,3 +237,27 @@ def test_channels_last_trains_the_same_weights(tmp_path):
     fresh.load_state_dict(saved)
     fresh.eval()
     assert torch.allclose(fresh(images), trained[True].eval()(images), atol=1e-6)
+
+
+def test_thin_strided_1x1_convs_train_without_crashing_at_one_thread(tmp_path):
+    """torch's channels-last backward of a strided 1x1 conv with < 8 input channels corrupts
+    memory; the trainer falls back to the default format for such models."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "from torchslim.train import TrainConfig, Trainer\n"
+        "torch.manual_seed(0)\n"
+        "model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1),\n"
+        "    torch.nn.Conv2d(5, 16, 1, stride=2), torch.nn.AdaptiveAvgPool2d(1),\n"
+        "    torch.nn.Flatten(), torch.nn.Linear(16, 2))\n"
+        "data = [(torch.randn(2, 3, 32, 32), torch.randint(0, 2, (2,))) for _ in range(4)]\n"
+        "Trainer(model, data, TrainConfig(epochs=3, device='cpu'), progress=False).fit()\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-500:]

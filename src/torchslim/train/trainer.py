@@ -454,8 +454,11 @@ class Trainer:
         model.train()
         # Again every epoch: thinning between epochs builds new, contiguous weights.
         model.to(self.device)
-        if self.config.channels_last:
+        channels_last = self.config.channels_last and channels_last_safe(model)
+        if channels_last:
             model.to(memory_format=torch.channels_last)
+        elif self.config.channels_last:
+            model.to(memory_format=torch.contiguous_format)
         if hasattr(self.train_batches, "set_epoch"):
             self.train_batches.set_epoch(epoch)
         total = len(self.train_batches) if hasattr(self.train_batches, "__len__") else None
@@ -473,7 +476,7 @@ class Trainer:
         )
         for step, (inputs, targets) in enumerate(bar):
             inputs, targets = self._to_device(inputs), self._to_device(targets)
-            if self.config.channels_last and _is_tensor(inputs, dim=4):
+            if channels_last and _is_tensor(inputs, dim=4):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             batch = (inputs, targets)
             self._call("on_minibatch_begin", epoch, step, steps)
@@ -577,6 +580,25 @@ class Trainer:
                 self.out_dir / FINAL_MODEL_NAME,
             )
         return self.history
+
+
+def channels_last_safe(model: nn.Module) -> bool:
+    """Whether training ``model`` in channels-last memory format is safe with this torch.
+
+    torch 2.13's CPU backward of a strided 1x1 convolution with fewer than 8 input channels per
+    group corrupts memory in channels-last format (heap errors or wrong results, most often at
+    one thread); thinning makes such layers (a ResNet's downsample shortcut left with a few
+    channels). Models holding one train in the default format instead.
+
+    >>> from torch import nn
+    >>> channels_last_safe(nn.Conv2d(5, 16, 1, stride=2)), channels_last_safe(nn.Conv2d(5, 16, 3))
+    (False, True)
+    """
+    for module in model.modules():
+        if (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+                and module.stride != (1, 1) and module.in_channels // module.groups < 8):
+            return False
+    return True
 
 
 def _module_device(model: nn.Module) -> torch.device:
