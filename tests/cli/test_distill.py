@@ -80,3 +80,30 @@ def test_compress_teacher_weights_without_a_teacher_is_one_line(teacher, tmp_pat
     assert main(["compress", "--recipe", "demo_agp", "--model", "demo_cnn", "--data", "digits",
                  "--teacher-weights", teacher, "--out", tmp_path, "--quiet"]) == 2
     assert "name it with --teacher" in capsys.readouterr().err
+
+
+def test_compress_recipe_with_hints_an_lr_schedule_and_a_teacher_flag(teacher, tmp_path, capsys):
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text(f"""
+distillers:
+  distillation:
+    class: KnowledgeDistillation
+    teacher: demo_cnn
+    teacher_weights: {teacher}
+    hints: [{{student: features.1.0, teacher: features.1.0}}]
+lr_schedulers:
+  lr: {{class: MultiStepMultiGammaLR, milestones: [1], gammas: [0.5]}}
+policies:
+  - distiller: distillation
+    starting_epoch: 0
+  - lr_scheduler: lr
+    starting_epoch: 0
+""")
+    args = ["compress", "--recipe", recipe, "--model", "demo_cnn", "--data", "digits",
+            "--epochs", "2", "--batch-size", "64", "--limit", "256", "--teacher", "demo_cnn",
+            "--teacher-weights", teacher, "--hint", "features.3.0:features.3.0",
+            "--distill-from-epoch", "1", "--repeats", "2", "--latency-batch", "16",
+            "--out", tmp_path / "out", "--json", "--quiet"]
+    assert main(args) == 0
+    log = (tmp_path / "out" / "schedule.txt").read_text()
+    assert "epoch 1: fired distillation, lr, distillation#2" in log

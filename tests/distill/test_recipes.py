@@ -123,3 +123,15 @@ policies:
 """, "kd.yaml")
     with pytest.raises(UserError, match=r"kd.yaml:3 .*output shape \(1, 4\) differs"):
         build_scheduler(recipe, create_model("demo_cnn"), torch.zeros(1, 1, 8, 8))
+
+
+def test_recipe_teachers_predict_the_students_classes(tmp_path):
+    path = tmp_path / "t5.pt"
+    torch.save(create_model("demo_cnn", num_classes=5).state_dict(), path)
+    for text in (f"distillers:\n  kd: {{class: KnowledgeDistillation, teacher: demo_cnn, "
+                 f"teacher_weights: {path}}}\npolicies:\n  - distiller: kd\n"
+                 "    starting_epoch: 0\n",
+                 f"distillation: {{kd_teacher: demo_cnn, kd_resume: {path}}}\npolicies: []\n"):
+        schedule = build_scheduler(parse_recipe(text), create_model("demo_cnn", num_classes=5),
+                                   torch.zeros(1, 1, 8, 8))
+        assert schedule.entries[0].step.teacher.model.classifier.out_features == 5

@@ -146,3 +146,25 @@ policies:
     with pytest.raises(UserError, match=r"lr.yaml:3 extensions.lowrank: layer 'features.1.0': "
                                         r"rank 500 is larger than .* \(at most 64\)"):
         build_scheduler(recipe, create_model("demo_cnn"))
+
+
+def test_excluding_a_block_excludes_the_layers_inside_it():
+    from torchslim.lowrank import plan_factorization
+
+    plan = plan_factorization(create_model("demo_cnn"), "svd", ratio=0.5,
+                              exclude=["features.0", "features.1"])
+    assert sorted(plan) == ["classifier", "features.3.0"]
+
+
+def test_sync_optimizer_keeps_parameters_trained_outside_the_model():
+    from torchslim.core.modules import sync_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    adapter = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([{"params": model.parameters()}, {"params": [adapter]}], lr=0.1)
+    before = {id(p) for p in model.parameters()}
+    factorize(model, "svd", rank=1)
+    sync_optimizer(optimizer, model, before)
+    assert any(p is adapter for p in optimizer.param_groups[1]["params"])
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == \
+        {id(p) for p in model.parameters()}

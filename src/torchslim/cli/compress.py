@@ -71,7 +71,10 @@ def resolve_recipe(text: str) -> Path:
 def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     recipe_file = resolve_recipe(args.recipe)
     recipe = load_recipe(recipe_file)
-    build_scheduler(recipe, build_model(args.model)[0])  # name errors before any data loads
+    model, spec = build_model(args.model)
+    shape = spec.input_shape or ()
+    # Name (and shape) errors before any data loads.
+    build_scheduler(recipe, model, torch.zeros(1, *shape) if shape else None)
     if args.teacher:
         check_distill_args(args)
     elif args.teacher_weights or args.hint:

@@ -75,4 +75,7 @@ def add_distillation(schedule: CompressionScheduler, args: argparse.Namespace) -
     teacher = load_teacher(args.teacher, args.teacher_weights, num_classes=classes)
     step = KnowledgeDistillation(teacher, temperature=args.temperature,
                                  distill_weight=args.alpha, hints=args.hint)
-    schedule.add(step, Policy(starting_epoch=args.distill_from_epoch), name="distillation")
+    taken = {entry.name for entry in schedule.entries}
+    name = next(n for n in ("distillation", *(f"distillation#{i}" for i in range(2, 99)))
+                if n not in taken)
+    schedule.add(step, Policy(starting_epoch=args.distill_from_epoch), name=name)

@@ -106,11 +106,12 @@ def sync_optimizer(
     [True]
     """
     alive = {id(p) for p in model.parameters()}
+    gone = before - alive  # parameters trained outside the model (adapters) stay
     for group in optimizer.param_groups:
         for param in group["params"]:
-            if id(param) not in alive:
+            if id(param) in gone:
                 optimizer.state.pop(param, None)
-        group["params"] = [p for p in group["params"] if id(p) in alive]
+        group["params"] = [p for p in group["params"] if id(p) not in gone]
     separate = {id(p) for p in own_group}
     new = [p for p in model.parameters() if id(p) not in before]
     optimizer.param_groups[0]["params"].extend(p for p in new if id(p) not in separate)

@@ -4,7 +4,8 @@ mapping.
 
 ========================================  =======================================================
 ``KnowledgeDistillation``                 torchslim's: ``teacher`` (zoo name),
-                                          ``teacher_weights``, ``temperature``,
+                                          ``teacher_weights``, ``teacher_num_classes``
+                                          (default: the student's), ``temperature``,
                                           ``distill_weight`` (alpha), ``student_weight``
                                           (default ``1 - alpha``), ``hints``; Hinton's ``T^2``
 ``KnowledgeDistillationPolicy``           Distiller's class with its command-line options:
@@ -38,6 +39,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
+from torch import nn
 
 from ..core.config import Args, NonNegative, Number, register_recipe_class
 from .hints import Hint
@@ -81,8 +83,15 @@ class DistillerKDArgs(Args):
     kd_teacher_wt: Annotated[NonNegative, AfterValidator(_frozen_teacher)] = 0.0
 
 
+def _student_classes(model) -> int | None:
+    """The output width of the student's last Linear (its classes), if it has one."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)] if model is not None else []
+    return heads[-1].out_features if heads else None
+
+
 def _kd(a: KDArgs, model) -> KnowledgeDistillation:
-    teacher = load_teacher(a.teacher, a.teacher_weights, a.teacher_num_classes)
+    teacher = load_teacher(a.teacher, a.teacher_weights,
+                           a.teacher_num_classes or _student_classes(model))
     return KnowledgeDistillation(
         teacher, temperature=a.temperature, distill_weight=a.distill_weight,
         student_weight=a.student_weight,
@@ -91,7 +100,7 @@ def _kd(a: KDArgs, model) -> KnowledgeDistillation:
 
 
 def _distiller_kd(a: DistillerKDArgs, model) -> KnowledgeDistillation:
-    teacher = load_teacher(a.kd_teacher, a.kd_resume)
+    teacher = load_teacher(a.kd_teacher, a.kd_resume, _student_classes(model))
     return KnowledgeDistillation(teacher, temperature=a.kd_temp, distill_weight=a.kd_distill_wt,
                                  student_weight=a.kd_student_wt, t_squared=False)
 

@@ -100,7 +100,8 @@ def select_layers(model: nn.Module, method: str, layers: Sequence[str] | None = 
         if not hits:
             raise UserError(f"excluded layer '{pattern}' matches no layer of the model")
         dropped.update(hits)
-    return [name for name in chosen if name not in dropped]
+    return [name for name in chosen
+            if not any(name == d or name.startswith(d + ".") for d in dropped)]
 
 
 def _energy_rank(values: torch.Tensor, energy: float) -> int:

@@ -25,6 +25,7 @@ import torch
 
 from ..core.errors import UserError
 from ..core.steps import Step, StepContext
+from ..train.trainer import align_lr_scheduler
 
 
 class MultiStepMultiGammaLR(torch.optim.lr_scheduler.LRScheduler):
@@ -108,6 +109,7 @@ class LRSchedule(Step):
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
         scheduler = self._build(ctx.optimizer)
+        align_lr_scheduler(scheduler)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             metrics = ctx.metrics or {}
             if self.metric not in metrics:

@@ -190,6 +190,31 @@ def make_lr_scheduler(
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def align_lr_scheduler(scheduler: Any) -> None:
+    """Give ``scheduler`` an entry for every group of its optimizer: a step that adds a group
+    after the schedule was built (learned quantizer steps, distillation adapters) would
+    otherwise make the next ``step()`` fail. New groups start from their current learning rate.
+
+    >>> model = torch.nn.Linear(1, 1)
+    >>> optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    >>> schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=2)
+    >>> optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.5})
+    >>> align_lr_scheduler(schedule)
+    >>> optimizer.step(); schedule.step(); [round(g["lr"], 3) for g in optimizer.param_groups]
+    [0.5, 0.25]
+    """
+    optimizer = getattr(scheduler, "optimizer", None)
+    base = getattr(scheduler, "base_lrs", None)
+    if optimizer is None or base is None:
+        return
+    for group in optimizer.param_groups[len(base):]:
+        group.setdefault("initial_lr", group["lr"])
+        base.append(group["initial_lr"])
+        last = getattr(scheduler, "_last_lr", None)
+        if isinstance(last, list):
+            last.append(group["lr"])
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python and torch so a CPU run is repeatable."""
     random.seed(seed)
@@ -562,6 +587,7 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_epoch(epoch)}
             if self.eval_batches is not None and self.metrics:
                 row.update(self.evaluate_metrics())
+            align_lr_scheduler(self.lr_scheduler)
             self.lr_scheduler.step()
             row["seconds"] = round(time.perf_counter() - started, 3)
             self._call("on_epoch_end", epoch, metrics=row)
