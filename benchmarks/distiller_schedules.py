@@ -33,9 +33,10 @@ from torchslim.recipe import build_scheduler, load_recipe
 from torchslim.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-ZOO = ["resnet20_cifar", "resnet32_cifar", "resnet44_cifar", "resnet56_cifar",
-       "preact_resnet20_cifar", "preact_resnet32_cifar", "preact_resnet44_cifar",
-       "preact_resnet56_cifar", "plain20_cifar", "vgg16_cifar", "simplenet_mnist"]
+# The longer names first: a file named for preact_resnet20 is not one for resnet20.
+ZOO = ["preact_resnet20_cifar", "preact_resnet32_cifar", "preact_resnet44_cifar",
+       "preact_resnet56_cifar", "resnet20_cifar", "resnet32_cifar", "resnet44_cifar",
+       "resnet56_cifar", "plain20_cifar", "vgg16_cifar", "simplenet_mnist"]
 MACS = re.compile(r"Total MACs:\s*([\d,]+)")
 TOTAL_ROW = re.compile(r"\|\s*\d+\s*\|\s*Total sparsity:\s*\|\s*-\s*\|\s*(\d+)\s*\|\s*(\d+)")
 STRUCTURAL = ("pruner", "extension")
@@ -50,7 +51,7 @@ def arch_of(path: Path, text: str) -> str | None:
         if match:
             return match.group(1)
     name = path.name.lower()
-    return next((z for z in ZOO if name.startswith(z.split("_")[0])), None)
+    return next((z for z in ZOO if z.rsplit("_", 1)[0] in name), None)
 
 
 def weights(model: torch.nn.Module) -> int:
