@@ -67,18 +67,22 @@ def test_unfreeze_schedule_and_gradual_unfreezing():
     assert model.features[0][1].training  # released BatchNorms train again
 
 
-def test_a_resumed_run_is_frozen_as_before(tmp_path):
+@pytest.mark.parametrize("stop", [1, 3])
+@pytest.mark.parametrize("unfreeze_first", [False, True])
+def test_a_resumed_run_is_frozen_as_before(tmp_path, stop, unfreeze_first):
     def run(out, stop=None, resume=False):
         torch.manual_seed(0)
         model = create_model("demo_cnn")
         schedule = CompressionScheduler(model)
-        schedule.add(Freeze(["*"], exclude=["classifier"]), Policy(epochs=[0]), "freeze")
-        schedule.add(Unfreeze(["*"]), Policy(epochs=[2]), "release")
+        steps = [("freeze", Freeze(["*"], exclude=["classifier"]), Policy(epochs=[0])),
+                 ("release", Unfreeze(["*"]), Policy(epochs=[2]))]
+        for name, step, policy in (steps[::-1] if unfreeze_first else steps):
+            schedule.add(step, policy, name)
         _fit(model, schedule, out, epochs=4, resume=resume, stop=stop)
         return model
 
     straight = run(tmp_path / "a")
-    run(tmp_path / "b", stop=1)  # stopped while frozen: the resumed run must freeze again
+    run(tmp_path / "b", stop=stop)  # stopped while frozen (1) or after the release (3)
     resumed = run(tmp_path / "b", resume=True)
     for key, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key

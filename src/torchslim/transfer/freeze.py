@@ -117,9 +117,38 @@ def frozen(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if not p.requires_grad]
 
 
+class FrozenLayers:
+    """The schedule service (see :mod:`torchslim.core.steps`) recording what its
+    :class:`Freeze` and :class:`Unfreeze` steps left frozen: its state restores exactly that on
+    a resumed run, whatever the order of the steps (``requires_grad`` is not in a
+    checkpoint)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"frozen": frozen(self.model),
+                "bn_eval": [n for n, m in self.model.named_modules()
+                            if getattr(m, _HOOK, None) is not None]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = set(state.get("frozen", []))
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name not in names)
+        modules = dict(self.model.named_modules())
+        for name in state.get("bn_eval", []):
+            module = modules.get(name)
+            if module is not None and getattr(module, _HOOK, None) is None:
+                setattr(module, _HOOK, module.register_forward_pre_hook(_eval_bn))
+
+
+def _service(ctx: StepContext) -> FrozenLayers:
+    return ctx.services.get_or_create("frozen_layers", lambda: FrozenLayers(ctx.model))
+
+
 class Freeze(Step):
     """Freeze ``layers`` (minus ``exclude``) on the policy's first epoch (see the module
-    docstring); a resumed run freezes them again."""
+    docstring); a resumed run restores what was frozen (:class:`FrozenLayers`)."""
 
     kind = "freezer"
 
@@ -127,10 +156,9 @@ class Freeze(Step):
                  bn_eval: bool = True) -> None:
         self.layers, self.exclude, self.bn_eval = list(layers), list(exclude), bn_eval
         self.done = False
-        self.model: nn.Module | None = None
 
     def attach(self, ctx: StepContext) -> None:
-        self.model = ctx.model
+        _service(ctx)
 
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.done:
@@ -143,11 +171,7 @@ class Freeze(Step):
         return {"done": self.done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # requires_grad is not in a checkpoint: a resumed run freezes again (an Unfreeze step
-        # scheduled after this one releases its layers again when its own state loads).
         self.done = bool(state.get("done", False))
-        if self.done and self.model is not None:
-            freeze(self.model, self.layers, exclude=self.exclude, bn_eval=self.bn_eval)
 
 
 class Unfreeze(Step):
@@ -161,10 +185,9 @@ class Unfreeze(Step):
             raise UserError("give the layers to unfreeze (or '*' for all)")
         self.layers, self.gradual = list(layers), gradual
         self.released = 0  # how many entries of layers are unfrozen
-        self.model: nn.Module | None = None
 
     def attach(self, ctx: StepContext) -> None:
-        self.model = ctx.model
+        _service(ctx)
 
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.released >= len(self.layers):
@@ -179,5 +202,3 @@ class Unfreeze(Step):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.released = int(state.get("released", 0))
-        if self.released and self.model is not None:
-            unfreeze(self.model, self.layers[:self.released])
