@@ -139,8 +139,9 @@ class HintLoss(nn.Module):
             if value is None:
                 raise UserError(
                     f"hint layer '{name}' of the {whose} did not run in the forward pass (a "
-                    "layer quantization traced away, or one the model skips): hint a layer "
-                    "that runs, such as a convolution or an activation"
+                    "layer quantization traced away, one a factorization step replaced, or one "
+                    "the model skips): hint a layer that runs and stays, such as an "
+                    "activation or a BatchNorm"
                 )
         return s, t
 
