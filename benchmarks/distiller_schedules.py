@@ -160,8 +160,12 @@ def write(rows: list[dict], distiller: Path, out: Path) -> None:
         same = all(row.get(k, True) for k in ("macs_match", "weights_match"))
         # Regularization (SSL) decides what thinning removes from the trained weights: on
         # random minibatches the shapes cannot be Distiller's.
-        verdict = ("yes" if same else "no") if "regularizer" not in row.get("schedules", []) \
-            else f"{'yes' if same else 'no'} (depends on training: regularization)"
+        kinds = row.get("schedules", [])
+        verdict = "yes" if same else "no"
+        if "regularizer" in kinds:
+            verdict += " (depends on training: regularization)"
+        elif "pruner" not in kinds:
+            verdict += " (thins the zeros of the checkpoint it starts from)"
         lines.append(
             f"| {row['file']} | {row['model']} | {row['distiller_macs'][1]:,} | "
             f"{row['after']['macs']:,} | {weights_text} | {row['after']['weights']:,} | "
