@@ -443,3 +443,26 @@ def test_resnet56_channel_rank_gives_distillers_published_size():
     assert _weights(model) == 566_887
     assert summarize(model, (3, 32, 32)).macs == 66_592_384
     assert model.layer1[0].conv1.in_channels == 5  # the stream: floor(0.7 * 16) = 11 removed
+
+
+@pytest.mark.slow
+def test_distillers_channel_rank_file_runs_unchanged_through_torchslim_compress(tmp_path, capsys):
+    import json
+
+    from torchslim.cli import main
+
+    from ..data.test_data import make_tree
+
+    layout = {split: {f"c{i}": 3 for i in range(10)} for split in ("train", "test")}
+    make_tree(tmp_path / "data", layout, size=(32, 32))
+    recipe = tmp_path / "resnet56_cifar_channel_rank.yaml"
+    recipe.write_text(CHANNEL_RANK)
+    args = ["compress", "--recipe", str(recipe), "--model", "resnet56_cifar", "--data",
+            str(tmp_path / "data"), "--epochs", "1", "--batch-size", "16", "--repeats", "1",
+            "--latency-batch", "4", "--out", str(tmp_path / "out"), "--json", "--quiet"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["macs"] == 66_592_384
+    log = json.loads((tmp_path / "out" / "schedule.json").read_text())
+    assert log[0]["fired"] == ["filter_pruner_70", "filter_pruner_60", "filter_pruner_40",
+                               "filter_pruner_20", "net_thinner"]
