@@ -147,3 +147,23 @@ def test_hint_feature_maps_of_other_resolutions_are_refused():
     with pytest.raises(UserError, match="same resolution"):
         HintLoss(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), teacher, [Hint("0", "0")],
                  torch.zeros(1, 3, 8, 8))
+
+
+def test_hints_follow_a_layer_that_factorization_replaces():
+    from torchslim.lowrank.steps import FactorizationStep
+    from torchslim.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("demo_cnn")
+    teacher = Teacher(create_model("demo_cnn"))
+    schedule = CompressionScheduler(student, example_input=torch.zeros(1, 1, 8, 8))
+    schedule.add(KnowledgeDistillation(teacher, hints=[Hint("features.1.0", "features.1.0")]),
+                 Policy(0), "kd")
+    schedule.add(FactorizationStep("svd", ratio=0.5, layers=["features.1.0"]),
+                 Policy(epochs=[1]), "lowrank")
+    data = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    Trainer(student, data, TrainConfig(epochs=3, lr=0.05, device="cpu"), callbacks=[schedule],
+            progress=False).fit()
+    schedule.finish()
+    assert isinstance(student.features[1][0], nn.Sequential)  # factorized at epoch 1
+    assert "kd" in schedule.log[2]["loss_components"]  # and the hint term still computed

@@ -110,13 +110,12 @@ class HintLoss(nn.Module):
             raise UserError("give at least one hint (student layer, teacher layer)")
         self.hints = list(hints)
         self.features: dict[str, torch.Tensor | None] = {}
-        self._handles = []
+        self._handles: dict[str, Any] = {}
+        self._hooked: dict[str, nn.Module] = {}
         for index, hint in enumerate(self.hints):
             for whose, model, name in (("student", student, hint.student),
                                        ("teacher", teacher.model, hint.teacher)):
-                layer = _layer(model, name, whose)
-                key = f"{whose}{index}"
-                self._handles.append(layer.register_forward_hook(_recorder(self.features, key)))
+                self._hook(f"{whose}{index}", _layer(model, name, whose))
         example = example_input.to(next(iter(student.parameters()), example_input).device)
         with torch.no_grad(), eval_mode(student):
             student(example)
@@ -126,6 +125,21 @@ class HintLoss(nn.Module):
             s, t = self._pair(index, hint)
             adapters[self.key(index)] = _adapter(s, t, hint).to(s.device)
         self.adapters = nn.ModuleDict(adapters)
+
+    def _hook(self, key: str, layer: nn.Module) -> None:
+        if key in self._handles:
+            self._handles.pop(key).remove()
+        self._handles[key] = layer.register_forward_hook(_recorder(self.features, key))
+        self._hooked[key] = layer
+
+    def follow(self, student: nn.Module) -> None:
+        """Hook the student's hint layers again where a step replaced them (a factorization
+        puts a new module under the same name; its output is the one to match)."""
+        for index, hint in enumerate(self.hints):
+            key = f"student{index}"
+            layer = _layer(student, hint.student, "student")
+            if self._hooked.get(key) is not layer:
+                self._hook(key, layer)
 
     def key(self, index: int) -> str:
         """The adapter's name for hint ``index``: the student layer's name (dots as '_')."""
@@ -169,6 +183,7 @@ class HintLoss(nn.Module):
 
     def remove(self) -> None:
         """Drop the forward hooks from both models."""
-        for handle in self._handles:
+        for handle in self._handles.values():
             handle.remove()
         self._handles.clear()
+        self._hooked.clear()

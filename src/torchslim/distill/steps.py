@@ -122,6 +122,11 @@ class KnowledgeDistillation(Step):
     def extra_parameters(self) -> dict[str, nn.Parameter]:
         return dict(self.hints.named_parameters()) if self.hints is not None else {}
 
+    def on_minibatch_begin(self, ctx: StepContext, minibatch_id: int,
+                           minibatches_per_epoch: int) -> None:
+        if self.hints is not None:  # a step may have replaced a hint layer (factorization)
+            self.hints.follow(ctx.model)
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         optimizer = ctx.optimizer
         if self.hints is not None and optimizer is not None:
