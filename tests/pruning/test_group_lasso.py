@@ -81,3 +81,16 @@ def test_group_variance_and_bad_groupings():
         GroupVarianceRegularizer({"0.weight": (1.0, "Filters")})
     with pytest.raises(UserError, match="'Rows' groups need a 2-D"):
         GroupLassoRegularizer({"0.weight": (1.0, "Rows")}).penalty(model)
+
+
+def test_random_level_draws_resume_where_they_stopped():
+    from torchslim.pruning.schedules import RandomLevel
+
+    straight = RandomLevel(0.1, 0.5, seed=3)
+    draws = [straight(1.0) for _ in range(4)]
+    first = RandomLevel(0.1, 0.5, seed=3)
+    _ = [first(1.0) for _ in range(2)]
+    resumed = RandomLevel(0.1, 0.5, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    assert [resumed(1.0), resumed(1.0)] == draws[2:]
+    assert len(set(draws)) == 4

@@ -119,11 +119,21 @@ class RandomLevel(SparsitySchedule):
         if high < low:
             raise UserError(f"the sparsity range [{low}, {high}] must not be empty")
         self.low, self.high = float(low), float(high)
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.draws = 0
 
     def target(self, progress: float) -> float:
-        draw = float(torch.rand((), generator=self._generator))
-        return self.low + (self.high - self.low) * draw
+        # The n-th draw depends on (seed, n) only, so a resumed run draws what an
+        # uninterrupted one would.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.draws)
+        self.draws += 1
+        return self.low + (self.high - self.low) * float(torch.rand((), generator=generator))
+
+    def state_dict(self) -> dict:
+        return {"draws": self.draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws = int(state.get("draws", 0))
 
     @property
     def final(self) -> float:

@@ -116,6 +116,16 @@ class StructuredPruneStep(Step):
                 removed[group] = f"{len(channels)}/{total}"
         return {"channels_pruned": removed, "sparsity": masks.sparsities()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of schedules that have one (a random level's draws)."""
+        return {"schedules": [getattr(p.schedule, "state_dict", dict)()
+                              for _, p, _ in self.regimes]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for (_, pruner, _), saved in zip(self.regimes, state.get("schedules", []), strict=False):
+            if saved and hasattr(pruner.schedule, "load_state_dict"):
+                pruner.schedule.load_state_dict(saved)
+
 
 def input_groups(graph: DependencyGraph, layers: Sequence[str]) -> list[str]:
     """The groups holding the input channels of ``layers``."""
