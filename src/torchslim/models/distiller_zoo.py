@@ -150,17 +150,11 @@ class PreactResNetCifar(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-class PlainBlock(nn.Module):
-    """Two conv-bn-relu layers, no shortcut."""
+class PlainBlock(DistillerBasicBlock):
+    """Distiller's plain block: the basic block's two conv-bn-relu layers, no shortcut."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
+        super().__init__(inplanes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
