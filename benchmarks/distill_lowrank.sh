@@ -11,6 +11,9 @@
 #   lane b: ResNet-20 dense 15 epochs (the teacher) -> AGP 90 % + KD (15) -> ResNet-20 plain
 #           fine-tune (10) -> transfer to cat vs dog: frozen backbone, full fine-tuning, frozen
 #           for one epoch then full (5 each) -> DS student alone (15)
+# Run names as arguments run just those, in order (see run() for the names). The plain ResNet-20
+# fine-tune is the fp32 row of benchmarks/qat_resnet20.sh (same command): taken from there when
+# that run is done.
 # SMOKE=1: one epoch each on 256 images, under runs/bench/distill_smoke (a check of the script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,19 +55,11 @@ distill() {  # NAME STUDENT WEIGHTS TEACHER TEACHER_WEIGHTS EPOCHS LR
 }
 T56=(--teacher cifar_resnet56 --teacher-weights "$RUNS/r56_dense8/model.pt")
 T20=(--teacher cifar_resnet20 --teacher-weights "$RUNS/r20_dense15/model.pt")
+QAT_FP32=runs/bench/qat_resnet20/fp32
 
-lane_a() {
-    train r56_dense8 cifar_resnet56 "$R56" "$(ep 8)" 0.02
-    compress r56_inner_kd cifar_resnet56 benchmarks/recipes/resnet56_inner.yaml "$(ep 8)" 0.02 \
-        --weights "$R56" "${T56[@]}"
-    compress r56_tucker2 cifar_resnet56 benchmarks/recipes/resnet56_tucker2.yaml "$(ep 8)" 0.02 \
-        --weights "$R56"
-    distill r20_kd_from_r56 cifar_resnet20 "$R20" cifar_resnet56 "$RUNS/r56_dense8/model.pt" \
-        "$(ep 10)" 0.02
-    compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml "$(ep 15)" 0.1 \
-        "${T56[@]}"
-    # Sensitivity-allocated ratios (TargetMACsPruner): each coupled channel group pruned alone
-    # on 1,000 test images, then the ratios that keep 48 % of the MACs losing the least.
+sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recipes from it
+    # Each coupled channel group pruned alone on 1,000 test images; the recipes keep 48 % and
+    # 25 % of the MACs, losing the least by that measure.
     if [ ! -s "$RUNS/r56_sensitivity/sensitivity.json" ]; then
         .venv/bin/torchslim sensitivity --model cifar_resnet56 --weights "$R56" --data "$DATA" \
             --granularity group --levels 0.2,0.4,0.6,0.8 --limit "$(ep 1000 64)" \
@@ -74,31 +69,61 @@ lane_a() {
         sed "s|@SENSITIVITY@|$RUNS/r56_sensitivity/sensitivity.json|; s|@TARGET@|0.$target|" \
             benchmarks/recipes/resnet56_target_macs.yaml.in > "$RUNS/resnet56_target$target.yaml"
     done
-    compress r56_target_macs_kd cifar_resnet56 "$RUNS/resnet56_target48.yaml" "$(ep 8)" 0.02 \
-        --weights "$R56" "${T56[@]}"
-    # For issue 10's headline (3x faster than the dense model at batch 256): 4x fewer MACs.
-    compress r56_target25_kd cifar_resnet56 "$RUNS/resnet56_target25.yaml" "$(ep 8)" 0.02 \
-        --weights "$R56" "${T56[@]}"
 }
-lane_b() {
-    train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02
-    compress r20_agp90_kd cifar_resnet20 benchmarks/recipes/resnet20_agp90.yaml "$(ep 15)" 0.02 \
-        --weights "$R20" "${T20[@]}"
-    train r20_plain10 cifar_resnet20 "$R20" "$(ep 10)" 0.02
-    train transfer_frozen cifar_resnet20 "$R20" "$(ep 5)" 0.02 --classes cat,dog --new-head \
-        --freeze-backbone
-    train transfer_full cifar_resnet20 "$R20" "$(ep 5)" 0.02 --classes cat,dog --new-head
-    train transfer_two_phase cifar_resnet20 "$R20" "$(ep 5 2)" 0.02 --classes cat,dog \
-        --new-head --freeze-backbone --unfreeze-epoch 1
-    compress r20_ds_scratch cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml \
-        "$(ep 15)" 0.1
+run() {  # one run by name
+    case "$1" in
+    r56_dense8) train r56_dense8 cifar_resnet56 "$R56" "$(ep 8)" 0.02 ;;
+    r56_inner_kd) compress r56_inner_kd cifar_resnet56 benchmarks/recipes/resnet56_inner.yaml \
+        "$(ep 8)" 0.02 --weights "$R56" "${T56[@]}" ;;
+    r56_tucker2) compress r56_tucker2 cifar_resnet56 benchmarks/recipes/resnet56_tucker2.yaml \
+        "$(ep 8)" 0.02 --weights "$R56" ;;
+    r20_kd_from_r56) distill r20_kd_from_r56 cifar_resnet20 "$R20" cifar_resnet56 \
+        "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.02 ;;
+    r20_ds_kd) compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml \
+        "$(ep 15)" 0.1 "${T56[@]}" ;;
+    r56_target_macs_kd) sensitivity
+        compress r56_target_macs_kd cifar_resnet56 "$RUNS/resnet56_target48.yaml" "$(ep 8)" \
+            0.02 --weights "$R56" "${T56[@]}" ;;
+    r56_target25_kd) sensitivity  # for issue 10's headline: 4x fewer MACs
+        compress r56_target25_kd cifar_resnet56 "$RUNS/resnet56_target25.yaml" "$(ep 8)" 0.02 \
+            --weights "$R56" "${T56[@]}" ;;
+    r20_dense15) train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02 ;;
+    r20_agp90_kd) compress r20_agp90_kd cifar_resnet20 benchmarks/recipes/resnet20_agp90.yaml \
+        "$(ep 15)" 0.02 --weights "$R20" "${T20[@]}" ;;
+    r20_plain10)
+        # The same run as the fp32 row of benchmarks/qat_resnet20.sh: taken from there if done.
+        if [ "${SMOKE:-0}" != 1 ] && [ -s "$QAT_FP32.json" ] && ! done_ r20_plain10; then
+            cp "$QAT_FP32.json" "$RUNS/r20_plain10.json"
+        fi
+        train r20_plain10 cifar_resnet20 "$R20" "$(ep 10)" 0.02 ;;
+    transfer_frozen) train transfer_frozen cifar_resnet20 "$R20" "$(ep 5)" 0.02 \
+        --classes cat,dog --new-head --freeze-backbone ;;
+    transfer_full) train transfer_full cifar_resnet20 "$R20" "$(ep 5)" 0.02 --classes cat,dog \
+        --new-head ;;
+    transfer_two_phase) train transfer_two_phase cifar_resnet20 "$R20" "$(ep 5 2)" 0.02 \
+        --classes cat,dog --new-head --freeze-backbone --unfreeze-epoch 1 ;;
+    r20_ds_scratch) compress r20_ds_scratch cifar_resnet20 \
+        benchmarks/recipes/resnet20_ds_student.yaml "$(ep 15)" 0.1 ;;
+    *) echo "unknown run '$1'" >&2; return 2 ;;
+    esac
 }
+LANE_A=(r56_dense8 r56_inner_kd r56_tucker2 r20_kd_from_r56 r20_ds_kd r56_target_macs_kd
+        r56_target25_kd)
+LANE_B=(r20_dense15 r20_agp90_kd r20_plain10 transfer_frozen transfer_full transfer_two_phase
+        r20_ds_scratch)
+lane() { for name in "$@"; do run "$name"; done; }
 mkdir -p "$RUNS"
-case "${LANES:-ab}" in
-    a) lane_a ;;
-    b) lane_b ;;
-    *) lane_a & lane_b & wait ;;
-esac
+# Run names as arguments run those, one after the other (e.g. on one core while another
+# command uses the other); LANES=a (or b) runs one lane alone.
+if [ $# -gt 0 ]; then
+    lane "$@"
+else
+    case "${LANES:-ab}" in
+        a) lane "${LANE_A[@]}" ;;
+        b) lane "${LANE_B[@]}" ;;
+        *) lane "${LANE_A[@]}" & lane "${LANE_B[@]}" & wait ;;
+    esac
+fi
 if [ "${SMOKE:-0}" = 1 ]; then
     .venv/bin/python benchmarks/distill_summary.py "$RUNS" --out "$RUNS/results"
 else

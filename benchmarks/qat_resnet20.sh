@@ -18,23 +18,29 @@ resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
 qat() {
     .venv/bin/torchslim compress --recipe "benchmarks/recipes/resnet20_qat_$1.yaml" "${COMMON[@]}" \
         --out "$RUNS/$1" --repeats 3 --latency-batch 64 $(resume "$RUNS/$1") | tail -n 1 \
-        > "$RUNS/$1.json"
+        > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
 }
-lane_a() {
-    qat lsq_w4a4
-    .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
-        | tail -n 1 > "$RUNS/fp32.json"
-    qat pact_w4a4
+run() {  # one run by name: fp32 or a recipe benchmarks/recipes/resnet20_qat_<name>.yaml
+    [ -s "$RUNS/$1.json" ] && return 0  # done
+    if [ "$1" = fp32 ]; then
+        .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
+            | tail -n 1 > "$RUNS/fp32.tmp" && mv "$RUNS/fp32.tmp" "$RUNS/fp32.json"
+    else
+        qat "$1"
+    fi
 }
-lane_b() {
-    qat w8a8
-    qat dorefa_w4a4
-}
+lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; }
+lane_b() { run w8a8; run dorefa_w4a4; }
 mkdir -p "$RUNS"
-# LANES=a (or b) runs one lane alone, e.g. to restart it while the other one keeps running.
-case "${LANES:-ab}" in
-    a) lane_a ;;
-    b) lane_b ;;
-    *) lane_a & lane_b & wait ;;
-esac
+# Run names as arguments run those, one after the other (e.g. `qat_resnet20.sh w8a8 fp32` on
+# one core while another command uses the other); LANES=a (or b) runs one lane alone.
+if [ $# -gt 0 ]; then
+    for name in "$@"; do run "$name"; done
+else
+    case "${LANES:-ab}" in
+        a) lane_a ;;
+        b) lane_b ;;
+        *) lane_a & lane_b & wait ;;
+    esac
+fi
 .venv/bin/python benchmarks/qat_summary.py "$RUNS"

@@ -30,7 +30,7 @@ policies:
 """
 
 
-@pytest.mark.parametrize("cls", ["DorefaQuantizer", "PACTQuantizer",
+@pytest.mark.parametrize("cls", ["DorefaQuantizer", "PACTQuantizer", "WRPNQuantizer",
                                  "QuantAwareTrainRangeLinearQuantizer"])
 def test_null_overrides_keep_the_first_and_last_layers_in_float(cls):
     text = RECIPE.format(cls=cls, override="{bits_weights: null, bits_activations: null}")
@@ -47,3 +47,57 @@ def test_other_per_layer_bit_widths_are_refused_clearly():
     model = create_model("demo_cnn")
     with pytest.raises(UserError, match="override 'classifier': only null bit widths"):
         build_scheduler(parse_recipe(textwrap.dedent(text)), model, torch.zeros(1, 1, 8, 8))
+
+
+def test_wrpn_quantizer_clips_weights_to_its_grid_and_trains():
+    """Distiller's WRPNQuantizer: weights clipped to [-1, 1] on 2^(k-1) - 1 levels each side,
+    the activations after ReLUs clipped to [0, 1] on 2^k - 1 levels."""
+    text = RECIPE.format(cls="WRPNQuantizer", override="{bits_weights: null, "
+                         "bits_activations: null}")
+    torch.manual_seed(0)
+    model = create_model("demo_cnn")
+    schedule = build_scheduler(parse_recipe(textwrap.dedent(text)), model,
+                               torch.zeros(1, 1, 8, 8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule.on_epoch_begin(0, optimizer=optimizer)
+    quantizer = weight_quantizers(model)["features.1.0"]
+    with torch.no_grad():  # WRPN expects weights of order 1 (at 4 bits |w| < 1/14 rounds to 0)
+        for layer in ("features.1.0.layer", "features.3.0.layer"):
+            model.get_submodule(layer).weight.mul_(20)
+        weight = model.features[1][0].layer.weight
+        weight[0, 0, 0, 0] = 3.0
+        seen = quantizer(weight)
+    assert float(seen[0, 0, 0, 0]) == 1.0  # clipped
+    assert torch.allclose(seen * 7, (seen * 7).round(), atol=1e-5)  # 4 bits: 7 levels a side
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    before = weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(before, weight.detach())  # the float weights train through the STE
+
+
+def test_post_train_quantizer_takes_distillers_split_mode_and_stats_file_key():
+    """Distiller's resnet18_imagenet_post_train.yaml form: ``mode`` per tensor kind and a
+    ``model_activation_stats`` file (torchslim calibrates itself: accepted with a note)."""
+    recipe = parse_recipe(textwrap.dedent("""
+        quantizers:
+          post_train_quantizer:
+            class: PostTrainLinearQuantizer
+            bits_activations: 8
+            bits_parameters: 8
+            bits_accum: 32
+            mode:
+              activations: ASYMMETRIC_SIGNED
+              weights: ASYMMETRIC_UNSIGNED
+            model_activation_stats: stats/resnet18_quant_stats.yaml
+            per_channel_wts: True
+            clip_acts: AVG
+        policies:
+          - quantizer: {instance_name: post_train_quantizer}
+            starting_epoch: 0
+        """), "ptq.yaml")
+    scheduler = build_scheduler(recipe, create_model("demo_cnn"), torch.zeros(1, 1, 8, 8))
+    step = scheduler.entries[0].step
+    assert (step.config.signed_activations, step.config.signed_weights) == (True, False)
+    assert any("model_activation_stats" in note and "ignored" in note for note in recipe.notes)

@@ -197,6 +197,60 @@ policies:
     assert pruned == ["1/16", "7/16", "8/16"]  # AGP: 0.1, 0.45, 0.5 of 16, rounded down
 
 
+@pytest.mark.parametrize("cls", ["L1RankedStructureParameterPruner",
+                                 "L2RankedStructureParameterPruner",
+                                 "RandomRankedFilterPruner",
+                                 "ActivationAPoZRankedFilterPruner",
+                                 "ActivationMeanRankedFilterPruner",
+                                 "GradientRankedFilterPruner"])
+def test_one_shot_ranked_classes_remove_floor_of_the_ratio(cls):
+    recipe = parse_recipe(f"""
+pruners:
+  p: {{class: {cls}, desired_sparsity: 0.6, group_type: Filters,
+      weights: [module.layer1.0.conv1.weight, module.layer2.0.conv1.weight]}}
+policies:
+  - pruner: p
+    epochs: [1]
+""")
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    Trainer(model, data, TrainConfig(epochs=2, lr=0.01, device="cpu"), callbacks=[schedule],
+            progress=False).fit()
+    pruned = schedule.log[-1]["actions"]["p"]["channels_pruned"]
+    assert pruned == {"layer1.0.conv1": "9/16", "layer2.0.conv1": "19/32"}  # floor(0.6 x n)
+    zeros = (model.layer1[0].conv1.weight.detach().flatten(1).abs().sum(1) == 0).sum()
+    assert int(zeros) == 9
+
+
+def test_l2_ranking_differs_from_l1_where_the_norms_disagree():
+    """A filter with one large weight has the larger L2 norm, one spread out the larger L1."""
+    model = create_model("resnet20_cifar")
+    with torch.no_grad():
+        weight = model.layer1[0].conv1.weight
+        weight.fill_(1.0)
+        weight[0].fill_(0.0)
+        weight[0, 0, 0, 0] = 30.0  # L1 30 < 144 of the others, L2 30 > 12
+        weight[1].fill_(0.5)  # L1 72, L2 6: the smallest by both
+    kept = {}
+    for cls in ("L1RankedStructureParameterPruner", "L2RankedStructureParameterPruner"):
+        candidate = create_model("resnet20_cifar")
+        candidate.load_state_dict(model.state_dict())
+        recipe = parse_recipe(f"""
+pruners:
+  p: {{class: {cls}, desired_sparsity: 0.125, group_type: Filters,
+      weights: [layer1.0.conv1.weight]}}
+policies:
+  - pruner: p
+    epochs: [0]
+""")
+        build_scheduler(recipe, candidate, torch.zeros(1, 3, 32, 32)).on_epoch_begin(0)
+        norms = candidate.layer1[0].conv1.weight.detach().flatten(1).abs().sum(1)
+        kept[cls] = (norms == 0).nonzero().flatten().tolist()
+    assert kept == {"L1RankedStructureParameterPruner": [0, 1],
+                    "L2RankedStructureParameterPruner": [1, 2]}
+
+
 def test_random_level_pruner_draws_its_level_in_range():
     recipe = parse_recipe("""
 pruners:

@@ -475,6 +475,16 @@ PARSE_ERRORS = {
         pruners:
           p: {class: LevelParameterPruner, levels: {"*": 0.5}}
         """,
+        "bad.yaml: the recipe has no 'policies': nothing would ever run; to apply its one "
+        "instance from the first epoch, add 'policies: [{pruner: {instance_name: p}, "
+        "starting_epoch: 0}]'",
+    ),
+    "no_policies_two_instances": (
+        """
+        pruners:
+          p: {class: LevelParameterPruner, levels: {"*": 0.5}}
+          q: {class: LevelParameterPruner, levels: {"*": 0.7}}
+        """,
         "bad.yaml: the recipe has no 'policies': nothing would ever run",
     ),
     "section_not_a_mapping": (
@@ -524,14 +534,15 @@ PARSE_ERRORS = {
         """
         pruners:
           rnn:
-            class: BaiduRNNPruner
+            class: FMReconstructionChannelPruner
         policies:
           - pruner: {instance_name: rnn}
             starting_epoch: 0
         """,
-        "bad.yaml:3 pruners.rnn.class: 'BaiduRNNPruner' is not yet supported by torchslim: "
-        "Baidu's RNN pruning (Narang et al. 2017) is not implemented yet; AutomatedGradualPruner "
-        "prunes RNN weights gradually too",
+        "bad.yaml:3 pruners.rnn.class: 'FMReconstructionChannelPruner' is not yet supported by "
+        "torchslim: channel pruning by feature-map reconstruction (He et al. 2017) is not "
+        "implemented yet; ActivationMeanRankedFilterPruner or L1RankedStructureParameterPruner "
+        "with group_type: Channels rank channels from data or weights",
     ),
     "quantizer_bit_width_out_of_range": (
         """

@@ -79,7 +79,8 @@ class StepContext:
     that also act between epochs. ``example_input`` is one batch the model accepts (steps that
     trace the model need it). ``services`` and ``edits`` are the schedule's own, shared by all
     its steps. ``metrics`` are the epoch's numbers (``val_loss``, ``val_top1``, ...) in
-    ``on_epoch_end`` when the training loop passes them.
+    ``on_epoch_end`` when the training loop passes them. ``policy`` is the step's own policy
+    (``starting_epoch``, ``ending_epoch``, ``frequency``), for rules written in epochs.
     """
 
     model: nn.Module
@@ -91,6 +92,7 @@ class StepContext:
     services: Services = field(default_factory=Services)
     edits: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    policy: Any = None
 
 
 class Step:

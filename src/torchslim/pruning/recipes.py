@@ -8,11 +8,21 @@ section                 classes
 pruners, element-wise   ``AutomatedGradualPruner``/``AGPPruner``, ``LevelParameterPruner``/
                         ``SparsityLevelParameterPruner``/``LevelPruner``, ``SensitivityPruner``,
                         ``MagnitudeParameterPruner``/``ThresholdPruner``, ``GlobalMagnitudePruner``,
-                        ``RandomPruner``
-pruners, structured     ``L1RankedStructureParameterPruner``, ``BernoulliFilterPruner``,
-                        ``FilterPruner``, ``ChannelPruner``, ``BNGammaPruner``, ``TargetMACsPruner``
-regularizers            ``L1Regularizer``, ``BNGammaL1Regularizer``
-extensions              ``FilterRemover``, ``ChannelRemover``, ``Thinning``
+                        ``RandomPruner``, ``SplicingPruner``, ``BaiduRNNPruner``
+pruners, structured     ``L1RankedStructureParameterPruner``, ``L2RankedStructureParameterPruner``,
+                        ``RandomRankedFilterPruner``, ``ActivationAPoZRankedFilterPruner``,
+                        ``ActivationMeanRankedFilterPruner``, ``GradientRankedFilterPruner``,
+                        ``BernoulliFilterPruner``, ``FilterPruner``, ``ChannelPruner``,
+                        ``BNGammaPruner``, ``TargetMACsPruner``,
+                        ``RandomLevelStructureParameterPruner``
+pruners, structured     ``L1RankedStructureParameterPruner_AGP``/
+AGP                     ``StructuredAutomatedGradualPruner``,
+                        ``L2RankedStructureParameterPruner_AGP``, ``RandomRankedFilterPruner_AGP``/
+                        ``BernoulliFilterPruner_AGP``, ``ActivationAPoZRankedFilterPruner_AGP``,
+                        ``ActivationMeanRankedFilterPruner_AGP``, ``GradientRankedFilterPruner_AGP``
+regularizers            ``L1Regularizer``, ``GroupLassoRegularizer``, ``GroupVarianceRegularizer``,
+                        ``BNGammaL1Regularizer``
+extensions              ``StructureRemover``/``FilterRemover``/``ChannelRemover``/``Thinning``
 ======================  ===========================================================================
 
 Example::
@@ -62,6 +72,7 @@ from .regularizers import (
     GroupVarianceRegularizer,
     L1Regularizer,
 )
+from .rnn import BaiduRNNStep
 from .schedules import AGP, RandomLevel
 from .sensitivity import SensitivityResult
 from .splicing import SplicingStep
@@ -161,6 +172,8 @@ class RankedStructureArgs(Args):
     desired_sparsity: Sparsity | None = None
     weights: WeightList | None = None
     group_dependency: Literal["Leader"] | None = None
+    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -238,6 +251,16 @@ class SplicingArgs(Args):
     sensitivity_multiplier: NonNegative = 0.0
 
 
+class BaiduRNNArgs(Args):
+    """Distiller's ``BaiduRNNPruner`` (Narang et al. 2017): ``q`` for every weight named."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    q: Annotated[Number, Field(gt=0.0)]
+    ramp_epoch_offset: Annotated[int, Field(ge=0)]
+    ramp_slope_mult: NonNegative
+    weights: WeightList
+
+
 class StrengthArgs(Args):
     strength: NonNegative
 
@@ -255,28 +278,37 @@ def _layers(model: nn.Module, patterns: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(name.rpartition(".")[0] for name in names))
 
 
-def _ranked(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
-    # Distiller removes floor(ratio x channels) of each weight's channels.
-    def pruner(ratio: float, kind: str, layers: list[str], leader: str | None = None):
-        if kind in ("Channels", "Rows"):
-            return ChannelNormPruner(ratio, norm=1, rounding="floor", leader=leader,
-                                     consumers=layers), True
-        return FilterNormPruner(ratio, norm=1, rounding="floor", leader=leader), False
+def _ranked(importance: Callable[[RankedStructureArgs, bool], Importance]):
+    """A builder for one of Distiller's one-shot ranked pruners (``L1RankedStructureParameter
+    Pruner``, ...): floor(ratio x channels) of each weight's channels removed, ranked by
+    ``importance``."""
 
-    if a.reg_regims is None and a.group_dependency == "Leader":
-        layers = _layers(model, a.weights)
-        chosen, inputs = pruner(a.desired_sparsity, a.group_type, layers, leader=layers[0])
-        return StructuredPruneStep(regimes=[(layers, chosen, inputs)])
-    if a.reg_regims is None:
-        regimes = {pattern: (a.desired_sparsity, a.group_type) for pattern in a.weights}
-    else:
-        regimes = dict(a.reg_regims)
-    steps = []
-    for pattern, (ratio, kind) in regimes.items():
-        layers = _layers(model, [pattern])
-        chosen, inputs = pruner(ratio, kind, layers)
-        steps.append((layers, chosen, inputs))
-    return StructuredPruneStep(regimes=steps)
+    def pruner(a: RankedStructureArgs, ratio: float, kind: str, layers: list[str],
+               leader: str | None = None):
+        inputs = kind in ("Channels", "Rows")
+        return StructuredPruner(ratio, importance(a, inputs), rounding="floor", leader=leader,
+                                consumers=layers if inputs else None), inputs
+
+    def build(a: RankedStructureArgs, model: nn.Module) -> StructuredPruneStep:
+        if a.reg_regims is None and a.group_dependency == "Leader":
+            layers = _layers(model, a.weights)
+            chosen, inputs = pruner(a, a.desired_sparsity, a.group_type, layers, layers[0])
+            regimes = [(layers, chosen, inputs)]
+        else:
+            if a.reg_regims is None:
+                wanted = {pattern: (a.desired_sparsity, a.group_type) for pattern in a.weights}
+            else:
+                wanted = dict(a.reg_regims)
+            regimes = []
+            for pattern, (ratio, kind) in wanted.items():
+                layers = _layers(model, [pattern])
+                regimes.append((layers, *pruner(a, ratio, kind, layers)))
+        if any(isinstance(p.importance, ActivationImportance | GradientImportance)
+               for _, p, _ in regimes):
+            return CollectingPruneStep(regimes, collect_batches=a.collect_batches)
+        return StructuredPruneStep(regimes=regimes)
+
+    return build
 
 
 def _structured_agp(importance: Callable[[StructuredAGPArgs, bool], Importance]):
@@ -347,7 +379,18 @@ def _register() -> None:
          lambda a, model: GlobalMagnitudePruner(a.weights, a.sparsity)),
         (("RandomPruner",), RandomArgs,
          lambda a, model: RandomPruner(a.weights, a.sparsity, a.seed)),
-        (("L1RankedStructureParameterPruner",), RankedStructureArgs, _ranked),
+        (("L1RankedStructureParameterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: WeightNorm(1, "in" if inputs else "out"))),
+        (("L2RankedStructureParameterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: WeightNorm(2, "in" if inputs else "out"))),
+        (("RandomRankedFilterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: RandomImportance(a.seed))),
+        (("ActivationAPoZRankedFilterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: ActivationImportance("apoz"))),
+        (("ActivationMeanRankedFilterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: ActivationImportance("mean"))),
+        (("GradientRankedFilterPruner",), RankedStructureArgs,
+         _ranked(lambda a, inputs: GradientImportance())),
         (("BernoulliFilterPruner",), BernoulliArgs, _bernoulli),
         (("FilterPruner",), ChannelRankArgs, _norm_ranked(FilterNormPruner, False)),
         (("ChannelPruner",), ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
@@ -370,6 +413,9 @@ def _register() -> None:
         (("SplicingPruner",), SplicingArgs,
          lambda a, model: SplicingStep(a.sensitivities, a.low_thresh_mult, a.hi_thresh_mult,
                                        a.sensitivity_multiplier)),
+        (("BaiduRNNPruner",), BaiduRNNArgs,
+         lambda a, model: BaiduRNNStep(dict.fromkeys(a.weights, a.q), a.ramp_epoch_offset,
+                                       a.ramp_slope_mult)),
     ]
     for names, args, build in pruners:
         register_recipe_class("pruners", names, args, build)

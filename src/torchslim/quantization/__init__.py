@@ -31,6 +31,7 @@ from .fake import (
     PACTQuantize,
     Quantizer,
     SharedQuantize,
+    WRPNWeight,
     pact_penalty,
 )
 from .fold import fold_batchnorms, fold_into
@@ -86,6 +87,7 @@ __all__ = [
     "OBSERVERS",
     "ClippedLinear",
     "DoReFaWeight",
+    "WRPNWeight",
     "FakeQuantize",
     "HistogramObserver",
     "LSQQuantize",

@@ -21,7 +21,7 @@ from .qparams import QuantSpec
 
 #: Quantizer families: ``static`` uses observers (PTQ, and QAT with running ranges), the others
 #: are the QAT methods of :mod:`torchslim.quantization.fake`.
-METHODS = ("static", "lsq", "pact", "dorefa")
+METHODS = ("static", "lsq", "pact", "dorefa", "wrpn")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ quantization (QAT) and exports to int8.
                          0.5) - 1`` with ``q`` rounding to ``2^k - 1`` levels
 :class:`ClippedLinear`   DoReFa activations: clipped to ``[0, clip]`` and rounded to ``2^k - 1``
                          levels
+:class:`WRPNWeight`      WRPN weights (Mishra et al. 2017, Distiller's ``WRPNQuantizer``): clipped
+                         to ``[-1, 1]`` and rounded to ``2^(k-1) - 1`` levels each side of zero
 =======================  ===========================================================================
 
 Example::
@@ -274,6 +276,35 @@ class DoReFaWeight(Quantizer):
 
     def extra_repr(self) -> str:
         return f"DoReFa weights, {self.spec.bits} bits"
+
+
+class WRPNWeight(Quantizer):
+    """WRPN weight quantization (see the module docstring): ``round(clip(w, -1, 1) n) / n``,
+    ``n = 2^(k-1) - 1``; the gradient passes the rounding unchanged and stops outside
+    ``[-1, 1]``.
+
+    >>> q = WRPNWeight(3)
+    >>> q.start()
+    >>> q(torch.tensor([-2.0, -0.2, 0.1, 0.2, 0.9])).tolist()
+    [-1.0, -0.3333333432674408, 0.0, 0.3333333432674408, 1.0]
+    """
+
+    on_grid = False  # simulated only, as DoReFa's weights
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__(QuantSpec(bits, signed=True, symmetric=True))
+        self.levels = 2 ** (bits - 1) - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.quantizing:
+            return w
+        return _round_ste(w.clamp(-1.0, 1.0) * self.levels) / self.levels
+
+    def observing_allowed(self) -> bool:
+        return False
+
+    def extra_repr(self) -> str:
+        return f"WRPN weights, {self.spec.bits} bits"
 
 
 class ClippedLinear(Quantizer):

@@ -66,6 +66,7 @@ from .fake import (
     PACTQuantize,
     Quantizer,
     SharedQuantize,
+    WRPNWeight,
 )
 from .fold import fold_batchnorms, fold_into, foldable_pairs
 from .modules import QuantConv, QuantConvBn, QuantLinear
@@ -124,6 +125,8 @@ def _weight_quantizer(config: QuantConfig, channels: int) -> Quantizer:
         return LSQQuantize(spec, channels)
     if config.method in ("dorefa", "pact"):  # PACT quantizes weights as DoReFa does
         return DoReFaWeight(config.weight_bits)
+    if config.method == "wrpn":
+        return WRPNWeight(config.weight_bits)
     observer = make_observer(config.weight_observer, spec.axis, config.weight_bits)
     return FakeQuantize(spec, observer)
 
@@ -137,7 +140,7 @@ def _activation_quantizer(config: QuantConfig, after_relu: bool) -> Quantizer:
         return LSQQuantize(spec if after_relu else spec.with_(signed=True, symmetric=True))
     if config.method == "pact" and after_relu:
         return PACTQuantize(config.activation_bits, config.pact_alpha)
-    if config.method == "dorefa" and after_relu:
+    if config.method in ("dorefa", "wrpn") and after_relu:
         return ClippedLinear(config.activation_bits)
     observer_kind = config.observer if config.method == "static" else "moving_average"
     observer = make_observer(observer_kind, None, config.activation_bits, config.momentum)
@@ -210,8 +213,8 @@ def prepare(
         if config.fold_bn:
             fold_batchnorms_only(model, pairs)
             pairs = []
-        elif config.method in ("dorefa", "pact"):
-            pairs = []  # DoReFa weights drop the weight's scale: the BatchNorm after it stays
+        elif config.method in ("dorefa", "pact", "wrpn"):
+            pairs = []  # their weights drop the weight's scale: the BatchNorm after it stays
         else:
             pairs = [(layer, bn) for layer, bn in pairs
                      if isinstance(model.get_submodule(layer), _ConvNd)]

@@ -7,12 +7,14 @@ with their arguments, and torchslim's own.
 ``DorefaQuantizer``                    DoReFa weights and clipped activations
 ``PACTQuantizer``                      PACT activations (``act_clip_init_val``, L2 term
                                        ``act_clip_decay``), DoReFa weights
+``WRPNQuantizer``                      WRPN weights (clipped to [-1, 1]) and clipped
+                                       activations (Mishra et al. 2017)
 ``PostTrainLinearQuantizer``           calibration on the first ``calibration_batches``
                                        minibatches of its epoch, then quantized (for plain
                                        post-training quantization use ``torchslim quantize``)
 ``QuantizationAwareTraining``          torchslim's: any method (``static``, ``lsq``, ``pact``,
-                                       ``dorefa``), bit widths, observer, frozen epochs, layers
-                                       kept in float
+                                       ``dorefa``, ``wrpn``), bit widths, observer, frozen
+                                       epochs, layers kept in float
 =====================================  ==========================================================
 
 Distiller's ``bits_bias``/``quantize_bias`` are accepted and ignored with a note: biases are
@@ -42,7 +44,17 @@ from .steps import QuantizationStep
 
 Bits = Annotated[int, Field(ge=2, le=8)]
 Epoch = Annotated[int, Field(ge=0)]
-DistillerMode = Literal["SYMMETRIC", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED"]
+ModeName = Literal["SYMMETRIC", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED"]
+
+
+class ModeSplit(Args):
+    """Distiller's ``mode: {activations: ..., weights: ...}``."""
+
+    activations: ModeName = "SYMMETRIC"
+    weights: ModeName = "SYMMETRIC"
+
+
+DistillerMode = ModeName | ModeSplit
 _IGNORED = ("bits_bias", "quantize_bias", "bits_accum")
 
 
@@ -116,15 +128,19 @@ class QATArgs(Args):
     exclude: list[str] = []
 
 
-def _signed_weights(mode: str) -> bool:
-    return mode != "ASYMMETRIC_UNSIGNED"
+def _signed_weights(mode: str | ModeSplit) -> bool:
+    return (mode.weights if isinstance(mode, ModeSplit) else mode) != "ASYMMETRIC_UNSIGNED"
+
+
+def _signed_activations(mode: str | ModeSplit) -> bool:
+    return (mode.activations if isinstance(mode, ModeSplit) else mode) == "ASYMMETRIC_SIGNED"
 
 
 def _range_linear(a: RangeLinearArgs, model) -> QuantizationStep:
     config = QuantConfig(
         weight_bits=a.bits_weights, activation_bits=a.bits_activations,
         per_channel=a.per_channel_wts, signed_weights=_signed_weights(a.mode),
-        signed_activations=a.mode == "ASYMMETRIC_SIGNED", observer="moving_average",
+        signed_activations=_signed_activations(a.mode), observer="moving_average",
         fold_bn=False, momentum=1.0 - a.ema_decay, exclude=_excluded(a),
     )
     return QuantizationStep(config, freeze_bn_epoch=a.freeze_bn_epoch)
@@ -133,6 +149,12 @@ def _range_linear(a: RangeLinearArgs, model) -> QuantizationStep:
 def _dorefa(a: DorefaArgs, model) -> QuantizationStep:
     config = QuantConfig(weight_bits=a.bits_weights, activation_bits=a.bits_activations,
                          method="dorefa", fold_bn=False, exclude=_excluded(a))
+    return QuantizationStep(config)
+
+
+def _wrpn(a: DorefaArgs, model) -> QuantizationStep:
+    config = QuantConfig(weight_bits=a.bits_weights, activation_bits=a.bits_activations,
+                         method="wrpn", fold_bn=False, exclude=_excluded(a))
     return QuantizationStep(config)
 
 
@@ -151,7 +173,7 @@ def _post_train(a: PostTrainArgs, model) -> QuantizationStep:
     config = QuantConfig(
         weight_bits=a.bits_parameters, activation_bits=a.bits_activations,
         per_channel=a.per_channel_wts, signed_weights=_signed_weights(a.mode),
-        signed_activations=a.mode == "ASYMMETRIC_SIGNED", observer=_CLIP[a.clip_acts],
+        signed_activations=_signed_activations(a.mode), observer=_CLIP[a.clip_acts],
         exclude=_excluded(a),
     )
     return QuantizationStep(config, calibration_batches=a.calibration_batches)
@@ -171,7 +193,9 @@ register_recipe_class("quantizers", ["QuantAwareTrainRangeLinearQuantizer"], Ran
                       _range_linear, ignored_keys=_IGNORED)
 register_recipe_class("quantizers", ["DorefaQuantizer"], DorefaArgs, _dorefa,
                       ignored_keys=_IGNORED)
+register_recipe_class("quantizers", ["WRPNQuantizer"], DorefaArgs, _wrpn,
+                      ignored_keys=_IGNORED)
 register_recipe_class("quantizers", ["PACTQuantizer"], PACTArgs, _pact, ignored_keys=_IGNORED)
 register_recipe_class("quantizers", ["PostTrainLinearQuantizer"], PostTrainArgs, _post_train,
-                      ignored_keys=_IGNORED)
+                      ignored_keys=(*_IGNORED, "model_activation_stats"))
 register_recipe_class("quantizers", ["QuantizationAwareTraining"], QATArgs, _qat)

@@ -8,8 +8,10 @@ Example::
     >>> from torchslim.recipe.classes import find_class, section_of
     >>> find_class("pruners", "AutomatedGradualPruner").args.__name__
     'AGPArgs'
-    >>> section_of("MultiStepLR"), find_class("pruners", "BaiduRNNPruner").unsupported[:27]
-    ('lr_schedulers', "Baidu's RNN pruning (Narang")
+    >>> find_class("pruners", "FMReconstructionChannelPruner").unsupported[:24]
+    'channel pruning by featu'
+    >>> section_of("MultiStepLR")
+    'lr_schedulers'
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from ..core.config import (
 from ..schedule.lr import EXTRA_SCHEDULERS
 
 register_unsupported(
-    "pruners", ["BaiduRNNPruner"], "Baidu's RNN pruning (Narang et al. 2017) is not implemented "
-    "yet; AutomatedGradualPruner prunes RNN weights gradually too",
+    "pruners", ["FMReconstructionChannelPruner"], "channel pruning by feature-map "
+    "reconstruction (He et al. 2017) is not implemented yet; ActivationMeanRankedFilterPruner "
+    "or L1RankedStructureParameterPruner with group_type: Channels rank channels from data or "
+    "weights",
 )
 
 _LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "LambdaLR",

@@ -379,7 +379,12 @@ def validate(source: RecipeSource) -> Recipe:
             instances[(section, name)] = _instance(source, section, name, entry)
     policies_data = data.get("policies")
     if policies_data is None:
-        raise source.error((), "the recipe has no 'policies': nothing would ever run")
+        hint = ""
+        if len(instances) == 1:  # e.g. Distiller's post-training files, used without a schedule
+            (section, name), = instances
+            hint = (f"; to apply its one instance from the first epoch, add 'policies: "
+                    f"[{{{section[:-1]}: {{instance_name: {name}}}, starting_epoch: 0}}]'")
+        raise source.error((), "the recipe has no 'policies': nothing would ever run" + hint)
     if not isinstance(policies_data, list):
         raise source.error(("policies",), "must be a list of policies (entries start with '- ')")
     policies = [_policy(source, i, entry, instances) for i, entry in enumerate(policies_data)]

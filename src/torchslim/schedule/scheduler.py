@@ -106,6 +106,7 @@ class CompressionScheduler(Callback):
             services=self.services,
             edits=self.edits,
             metrics=metrics,
+            policy=entry.policy,
         )
 
     def _firing(self, epoch: int) -> list[ScheduledStep]:
