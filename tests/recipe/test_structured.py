@@ -152,6 +152,33 @@ policies:
     assert "features.3.0" not in plan  # the group the score watches is spared
 
 
+def test_target_macs_pruner_round_to_keeps_multiples_and_still_meets_the_target(tmp_path):
+    from torchslim.analysis import summarize
+    from torchslim.pruning.sensitivity import sensitivity_analysis
+
+    model = create_model("demo_cnn")
+    dense_macs = summarize(model, (1, 8, 8)).macs
+
+    def score(m):  # every group costs alike: the allocation goes by MACs saved
+        return {"top1": 100.0 * float((m.features[0][0].weight != 0).float().mean())}
+
+    sensitivity_analysis(model, score, [0.2, 0.4, 0.6, 0.8], granularities=["group"],
+                         progress=False, example_input=EXAMPLE).write(tmp_path)
+    text = f"""
+pruners:
+  plan: {{class: TargetMACsPruner, sensitivity: '{tmp_path / "sensitivity.json"}',
+          target_macs: 0.4, round_to: 8}}
+extensions:
+  t: {{class: Thinning}}
+policies:
+""" + _policy("pruner", "plan") + _policy("extension", "t")
+    model, _, _, _ = _run_epoch0(text, model)
+    assert summarize(model, (1, 8, 8)).macs <= 0.4 * dense_macs
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(width % 8 == 0 for width in widths), widths
+    assert widths != [32, 64, 64]
+
+
 def test_target_macs_pruner_with_a_missing_file_is_a_located_error(tmp_path):
     text = """
 pruners:

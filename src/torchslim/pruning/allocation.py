@@ -46,14 +46,16 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     return {row.name: row.macs for row in summary.layers if row.macs}
 
 
-def plan_macs(graph: DependencyGraph, macs: Mapping[str, int], plan: Mapping[str, float]) -> float:
-    """MACs of the model after removing ``plan[group]`` of each group's channels."""
+def plan_macs(graph: DependencyGraph, macs: Mapping[str, int], plan: Mapping[str, float],
+              round_to: int = 1) -> float:
+    """MACs of the model after removing ``plan[group]`` of each group's channels (the kept
+    channels rounded to a multiple of ``round_to``, as the pruner will)."""
     removed: dict[tuple[str, str], float] = {}
     for group in graph.groups:
         ratio = plan.get(group.name, 0.0)
         if not ratio:
             continue
-        fraction = removal_count(ratio, len(group.channels)) / len(group.channels)
+        fraction = removal_count(ratio, len(group.channels), round_to) / len(group.channels)
         for axis in group.axes:
             positions = sum(len(channel[axis]) for channel in group.channels)
             share = fraction * positions / axis.size
@@ -86,9 +88,12 @@ def allocate_ratios(
     rows: Iterable,
     target: float,
     dense_top1: float | None = None,
+    round_to: int = 1,
 ) -> dict[str, float]:
     """Group name -> ratio, keeping ``target`` (0 < target < 1) of the dense MACs at the least
-    summed accuracy drop measured in ``rows`` (sensitivity rows of granularity ``group``)."""
+    summed accuracy drop measured in ``rows`` (sensitivity rows of granularity ``group``).
+    With ``round_to`` > 1 every group keeps a multiple of ``round_to`` channels (CPU kernels
+    work on blocks of 8 channels: 7 channels cost as much as 8), and the MACs count that."""
     if not 0.0 < target < 1.0:
         raise UserError(f"the MACs target is a fraction of the dense MACs in (0, 1), got {target}")
     curves, levels = _curves(rows)
@@ -99,17 +104,17 @@ def allocate_ratios(
     )
     plan = dict.fromkeys(curves, 0.0)
     budget = target * plan_macs(graph, macs, {})
-    current = plan_macs(graph, macs, plan)
+    current = plan_macs(graph, macs, plan, round_to)
     while current > budget:
         best, best_cost, best_macs = None, float("inf"), current
         for name, curve in curves.items():
-            higher = [level for level in levels if level > plan[name] and level in curve]
-            if not higher:
-                continue
-            step = higher[0]
-            trial = plan_macs(graph, macs, {**plan, name: step})
-            saved = current - trial
-            if saved <= 0:
+            # the next level that removes channels (rounding may keep a level's count)
+            for step in (level for level in levels if level > plan[name] and level in curve):
+                trial = plan_macs(graph, macs, {**plan, name: step}, round_to)
+                saved = current - trial
+                if saved > 0:
+                    break
+            else:
                 continue
             before = curve.get(plan[name], baseline)
             cost = max(before - curve[step], 0.0) / saved
@@ -126,10 +131,13 @@ def allocate_ratios(
 
 
 def prune_by_plan(
-    graph: DependencyGraph, masks: Masks, plan: Mapping[str, float], norm: int = 1
+    graph: DependencyGraph, masks: Masks, plan: Mapping[str, float], norm: int = 1,
+    round_to: int = 1,
 ) -> dict[str, list[int]]:
-    """Zero each group's ``plan`` ratio of channels by filter norm; return what was removed."""
+    """Zero each group's ``plan`` ratio of channels by filter norm (keeping a multiple of
+    ``round_to``); return what was removed."""
     removed = {}
     for group, ratio in plan.items():
-        removed.update(FilterNormPruner(ratio, norm=norm).apply(graph, masks, [group]))
+        pruner = FilterNormPruner(ratio, norm=norm, round_to=round_to)
+        removed.update(pruner.apply(graph, masks, [group]))
     return removed

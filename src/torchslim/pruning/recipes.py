@@ -239,6 +239,7 @@ class TargetMACsArgs(Args):
     sensitivity: str
     target_macs: Annotated[Number, Field(gt=0.0, lt=1.0)]
     norm: Literal[1, 2] = 1
+    round_to: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
 class SplicingArgs(Args):
@@ -357,7 +358,7 @@ def _norm_ranked(cls, inputs: bool):
 
 def _target_macs(a: TargetMACsArgs, model: nn.Module) -> PlannedPruneStep:
     rows = SensitivityResult.from_json(a.sensitivity).rows
-    return PlannedPruneStep(rows, a.target_macs, norm=a.norm)
+    return PlannedPruneStep(rows, a.target_macs, norm=a.norm, round_to=a.round_to)
 
 
 def _bn_gamma(a: BNGammaArgs, model: nn.Module) -> StructuredPruneStep:

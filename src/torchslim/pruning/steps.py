@@ -145,10 +145,12 @@ class PlannedPruneStep(Step):
 
     kind = "pruner"
 
-    def __init__(self, sensitivity_rows: Sequence, target_macs: float, norm: int = 1) -> None:
+    def __init__(self, sensitivity_rows: Sequence, target_macs: float, norm: int = 1,
+                 round_to: int = 1) -> None:
         self.rows = list(sensitivity_rows)
         self.target_macs = target_macs
         self.norm = norm
+        self.round_to = round_to
 
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
@@ -156,8 +158,9 @@ class PlannedPruneStep(Step):
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         example, masks = example_input_of(ctx), masks_of(ctx)
         graph = build_graph(ctx.model, example)
-        plan = allocate_ratios(graph, layer_macs(ctx.model, example), self.rows, self.target_macs)
-        prune_by_plan(graph, masks, plan, norm=self.norm)
+        plan = allocate_ratios(graph, layer_macs(ctx.model, example), self.rows, self.target_macs,
+                               round_to=self.round_to)
+        prune_by_plan(graph, masks, plan, norm=self.norm, round_to=self.round_to)
         return {"plan": plan, "sparsity": masks.sparsities()}
 
 
