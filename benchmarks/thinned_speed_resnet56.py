@@ -2,11 +2,12 @@
 
 Speed does not depend on the weights, so the models are the zoo's ResNet-56 pruned by filter norm
 at uniform ratios, thinned, exported, and (int8) quantized with min/max observers on random
-calibration batches in torchslim's default layout (u8s7). Three ways to prune: the inner channels
-of each residual block only (``layer*.*.conv1``: the residual stream keeps its width), every
-channel group (the residual streams too), and every group keeping a multiple of 8 channels
-(``round_to=8``). Latency at batch 256 (and 1), one thread, the median of ``--rounds``
-round-robin rounds; speed-up against the dense fp32 model in ONNX Runtime in the same run.
+calibration batches in torchslim's default layout (u8s7; the other layouts too for one model).
+Three ways to prune: the inner channels of each residual block only (``layer*.*.conv1``: the
+residual stream keeps its width), every channel group (the residual streams too), and every group
+keeping a multiple of 8 channels (``round_to=8``). Latency at batch 256 (and 1), one thread, the
+median of ``--rounds`` round-robin rounds; speed-up against the dense fp32 model in ONNX Runtime
+in the same run.
 
     .venv/bin/python benchmarks/thinned_speed_resnet56.py [--rounds 5]
 
@@ -16,6 +17,7 @@ Writes benchmarks/results/thinned_speed_resnet56.{md,json}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -51,6 +53,9 @@ VARIANTS = [
     ("all 65 %", 0.65, "all", 1),
     ("all 65 %, round_to 8", 0.65, "all", 8),
 ]
+#: int8 layouts also tried on "all 50 %": (name, layout, per-channel weights)
+LAYOUTS = [("u8s8", "u8s8", True), ("s8s8", "s8s8", True), ("u8u8", "u8u8", True),
+           ("u8s7 per tensor", "u8s7", False)]
 
 
 def pruned(ratio: float, groups: str, round_to: int) -> torch.nn.Module:
@@ -112,6 +117,13 @@ def main(argv=None) -> int:
                 quantized = quantize(model, config, calibration, EXAMPLE)
                 int8 = export_onnx(quantized, EXAMPLE, Path(work) / f"{index}_int8.onnx")
                 sessions[f"{name}|int8"] = session(int8, 1)
+            if name == "all 50 %":
+                for label, layout, per_channel in LAYOUTS:
+                    other = dataclasses.replace(layout_config(QuantConfig(observer="minmax"),
+                                                              layout), per_channel=per_channel)
+                    quantized = quantize(model, other, calibration, EXAMPLE)
+                    int8 = export_onnx(quantized, EXAMPLE, Path(work) / f"{index}_{label}.onnx")
+                    sessions[f"{name}|int8 {label}"] = session(int8, 1)
         b256 = latency(sessions, 256, args.rounds, 1)
         b1 = latency(sessions, 1, args.rounds, 20)
     dense = b256["dense|fp32"]
