@@ -81,13 +81,13 @@ run() {  # one run by name
         "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.02 ;;
     r20_ds_kd) compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml \
         "$(ep 15)" 0.1 "${T56[@]}" ;;
-    r56_target_macs_kd) sensitivity
+    r56_target_macs_kd) done_ "$1" || sensitivity
         compress r56_target_macs_kd cifar_resnet56 "$RUNS/resnet56_target48.yaml" "$(ep 8)" \
             0.02 --weights "$R56" "${T56[@]}" ;;
     r56_target25_kd|r56_target17_kd)  # issue 10's headline: int8 3x faster than dense fp32
         # (benchmarks/results/thinned_speed_resnet56.md: about 25 % of the MACs give 3x in fp32
         # but 2.5x in int8 on this CPU, 17 % give 2.9x in int8)
-        sensitivity
+        done_ "$1" || sensitivity
         compress "$1" cifar_resnet56 "$RUNS/resnet56_${1:4:8}.yaml" "$(ep 8)" 0.02 \
             --weights "$R56" "${T56[@]}" ;;
     r20_dense15) train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02 ;;
@@ -95,7 +95,8 @@ run() {  # one run by name
         "$(ep 15)" 0.02 --weights "$R20" "${T20[@]}" ;;
     r20_plain10)
         # The same run as the fp32 row of benchmarks/qat_resnet20.sh: taken from there if done.
-        if [ "${SMOKE:-0}" != 1 ] && [ -s "$QAT_FP32.json" ] && ! done_ r20_plain10; then
+        if [ "${SMOKE:-0}" != 1 ] && [ -s "$QAT_FP32.json" ] && ! done_ r20_plain10 \
+            && grep -q '"epochs": 10,' "$QAT_FP32.json"; then
             cp "$QAT_FP32.json" "$RUNS/r20_plain10.json"
         fi
         train r20_plain10 cifar_resnet20 "$R20" "$(ep 10)" 0.02 ;;
@@ -124,7 +125,8 @@ else
     case "${LANES:-ab}" in
         a) lane "${LANE_A[@]}" ;;
         b) lane "${LANE_B[@]}" ;;
-        *) lane "${LANE_A[@]}" & lane "${LANE_B[@]}" & wait ;;
+        *) lane "${LANE_A[@]}" & a=$!; lane "${LANE_B[@]}" & b=$!
+           wait "$a"; wait "$b" ;;  # a failed lane fails the script
     esac
 fi
 if [ "${SMOKE:-0}" = 1 ]; then

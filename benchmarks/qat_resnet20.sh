@@ -40,7 +40,8 @@ else
     case "${LANES:-ab}" in
         a) lane_a ;;
         b) lane_b ;;
-        *) lane_a & lane_b & wait ;;
+        *) lane_a & a=$!; lane_b & b=$!
+           wait "$a"; wait "$b" ;;  # a failed lane fails the script
     esac
 fi
 .venv/bin/python benchmarks/qat_summary.py "$RUNS"

@@ -122,3 +122,8 @@ def test_arguments_are_checked():
     with pytest.raises(UserError, match="ending_epoch"):
         CompressionScheduler(nn.LSTM(2, 2)).add(
             BaiduRNNStep({"weight_hh_l0": 0.1}, 1, 2), Policy(0), "rnn")
+    for offset in (18, 51):  # the ramp after the end: a zero or negative start slope
+        with pytest.raises(UserError, match=r"ramp_epoch_offset \(\d+\) .* at most .* \(17\)"):
+            CompressionScheduler(nn.LSTM(2, 2)).add(
+                BaiduRNNStep({"weight_hh_l0": 0.1}, offset, 2),
+                Policy(starting_epoch=4, ending_epoch=21, frequency=3), "rnn")

@@ -101,3 +101,16 @@ def test_post_train_quantizer_takes_distillers_split_mode_and_stats_file_key():
     step = scheduler.entries[0].step
     assert (step.config.signed_activations, step.config.signed_weights) == (True, False)
     assert any("model_activation_stats" in note and "ignored" in note for note in recipe.notes)
+
+
+@pytest.mark.parametrize("mode,match", [
+    ("{weights: ASYMMETRIC_UNSIGNED}", "needs exactly the keys activations and weights, got "
+                                       "weights"),
+    ("{activations: SYMMETRIC, weight: SYMMETRIC}", "got activations, weight"),
+    ("{activations: SYMETRIC, weights: SYMMETRIC}", "mode of the activations must be one of"),
+])
+def test_split_mode_mistakes_name_the_keys(mode, match):
+    text = ("quantizers:\n  q:\n    class: PostTrainLinearQuantizer\n    mode: " + mode
+            + "\npolicies:\n  - quantizer: {instance_name: q}\n    starting_epoch: 0\n")
+    with pytest.raises(UserError, match=r"ptq.yaml:4 quantizers.q.mode: .*" + match):
+        parse_recipe(text, "ptq.yaml")

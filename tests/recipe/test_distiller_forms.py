@@ -520,3 +520,21 @@ def test_distillers_channel_rank_file_runs_unchanged_through_torchslim_compress(
     log = json.loads((tmp_path / "out" / "schedule.json").read_text())
     assert log[0]["fired"] == ["filter_pruner_70", "filter_pruner_60", "filter_pruner_40",
                                "filter_pruner_20", "net_thinner"]
+
+
+@pytest.mark.parametrize("cls,body,match", [
+    ("ActivationAPoZRankedFilterPruner", "desired_sparsity: 0.5, group_type: Channels",
+     "group_type"),
+    ("RandomRankedFilterPruner_AGP", "initial_sparsity: 0.1, final_sparsity: 0.5, "
+     "group_type: Rows", "group_type"),
+    ("L1RankedStructureParameterPruner", "desired_sparsity: 0.5, group_type: Filters, seed: 3",
+     "seed: unknown key"),
+    ("GradientRankedFilterPruner", "reg_regims: {conv1.weight: [0.5, '3D']}",
+     "reg_regims is the older form of L1RankedStructureParameterPruner only"),
+])
+def test_filter_rankings_take_filters_only_and_no_foreign_keys(cls, body, match):
+    weights = "" if "reg_regims" in body else ", weights: [conv1.weight]"
+    text = (f"pruners:\n  p: {{class: {cls}, {body}{weights}}}\n"
+            "policies:\n  - pruner: p\n    starting_epoch: 0\n    ending_epoch: 2\n")
+    with pytest.raises(UserError, match=match):
+        parse_recipe(text, "r.yaml")

@@ -6,6 +6,7 @@ number, a key path, the wording or the suggestions fails here.
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -476,7 +477,7 @@ PARSE_ERRORS = {
           p: {class: LevelParameterPruner, levels: {"*": 0.5}}
         """,
         "bad.yaml: the recipe has no 'policies': nothing would ever run; to apply its one "
-        "instance from the first epoch, add 'policies: [{pruner: {instance_name: p}, "
+        "instance from the first epoch, add 'policies: [{pruner: {instance_name: \"p\"}, "
         "starting_epoch: 0}]'",
     ),
     "no_policies_two_instances": (
@@ -824,3 +825,16 @@ def test_cli_binary_recipe_file(tmp_path, capsys):
     assert _compress(recipe, tmp_path) == 2
     err = capsys.readouterr().err
     assert err == "torchslim compress: error: bad.yaml: not a text file (expected YAML)\n"
+
+
+@pytest.mark.parametrize("name", ["p", "p, q", "p: q", "yes"])
+def test_the_policy_a_recipe_without_policies_is_told_to_add_works(name):
+    text = (f"pruners:\n  {json.dumps(name)}: "
+            "{class: LevelParameterPruner, levels: {'*': 0.5}}\n")
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(text, "bad.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    suggestion = message.split("add '", 1)[1].rstrip("'")
+    recipe = parse_recipe(text + suggestion + "\n", "fixed.yaml")
+    assert [p.instance for p in recipe.policies] == [name]

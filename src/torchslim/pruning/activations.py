@@ -12,6 +12,12 @@
                                 Molchanov et al. 2017), accumulated after every optimizer step
 ==============================  ==================================================================
 
+Two rankings follow the papers rather than Distiller's code: Distiller's
+``ActivationMeanRankedFilterPruner`` removes the filters with the *highest* mean activation (it
+shares APoZ's order, where high means unimportant), and its ``GradientRankedFilterPruner`` ranks
+by the signed ``sum(w * grad)`` of the last minibatch; torchslim removes the lowest mean
+activations and ranks by ``|w * grad|`` accumulated over the collected minibatches.
+
 Statistics need minibatches, so :class:`CollectingPruneStep` prunes not when its epoch starts
 but after ``collect_batches`` training minibatches of it (statistics restart every firing
 epoch), and removes its hooks when training ends.

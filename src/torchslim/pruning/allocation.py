@@ -106,27 +106,30 @@ def allocate_ratios(
     budget = target * plan_macs(graph, macs, {})
     current = plan_macs(graph, macs, plan, round_to)
     while current > budget:
-        best, best_cost, best_macs = None, float("inf"), current
+        candidates = []  # (accuracy cost, MACs after, group, level)
         for name, curve in curves.items():
             # the next level that removes channels (rounding may keep a level's count)
             for step in (level for level in levels if level > plan[name] and level in curve):
                 trial = plan_macs(graph, macs, {**plan, name: step}, round_to)
-                saved = current - trial
-                if saved > 0:
+                if trial < current:
                     break
             else:
                 continue
-            before = curve.get(plan[name], baseline)
-            cost = max(before - curve[step], 0.0) / saved
-            if cost < best_cost:
-                best, best_cost, best_macs = (name, step), cost, trial
-        if best is None:
+            candidates.append((max(curve.get(plan[name], baseline) - curve[step], 0.0), trial,
+                               name, step))
+        if not candidates:
+            rounding = f" and round_to {round_to}" if round_to > 1 else ""
             raise UserError(
                 f"cannot reach {target:.0%} of the dense MACs with the levels analysed "
-                f"(up to {levels[-1]}): analyse higher levels or relax the target"
+                f"(up to {levels[-1]}){rounding}: analyse higher levels, relax the target"
+                + (" or lower round_to" if round_to > 1 else "")
             )
-        plan[best[0]] = best[1]
-        current = best_macs
+        chosen = min(candidates, key=lambda c: c[0] / (current - c[1]))
+        if chosen[1] <= budget:  # the last step: of those that meet the target, the one that
+            # loses least, keeping most MACs (the best per MAC saved may overshoot it by far)
+            chosen = min((c for c in candidates if c[1] <= budget), key=lambda c: (c[0], -c[1]))
+        _, current, name, step = chosen
+        plan[name] = step
     return {name: ratio for name, ratio in plan.items() if ratio > 0}
 
 

@@ -172,8 +172,6 @@ class RankedStructureArgs(Args):
     desired_sparsity: Sparsity | None = None
     weights: WeightList | None = None
     group_dependency: Literal["Leader"] | None = None
-    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
-    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -190,11 +188,36 @@ class RankedStructureArgs(Args):
         return self
 
 
+class FilterRankedArgs(RankedStructureArgs):
+    """Distiller's one-shot filter rankings (random, APoZ, mean activation, gradient): filters
+    only, in the current form; ``seed`` for the random one, ``collect_batches`` for those that
+    rank from training minibatches."""
+
+    group_type: Literal["Filters", "3D"] | None = None
+    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _current_form(self):
+        if self.reg_regims is not None:
+            raise ValueError("give group_type, desired_sparsity and weights (reg_regims is the "
+                             "older form of L1RankedStructureParameterPruner only)")
+        return self
+
+
 class StructuredAGPArgs(_GradualArgs):
-    """Distiller's structured AGP pruners (``L1RankedStructureParameterPruner_AGP``, ...)."""
+    """Distiller's structured AGP pruners ranking by weight norm (``L1RankedStructureParameter
+    Pruner_AGP``, ...): filters, or input channels with ``group_type: Channels``."""
 
     group_type: Literal["Filters", "3D", "Channels", "Rows"] = "Filters"
     group_dependency: Literal["Leader"] | None = None
+
+
+class FilterAGPArgs(StructuredAGPArgs):
+    """Distiller's structured AGP pruners that rank filters only (random, Bernoulli, APoZ, mean
+    activation, gradient: Distiller asserts ``group_type`` is ``Filters`` or ``3D``)."""
+
+    group_type: Literal["Filters", "3D"] = "Filters"
     collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
     seed: Seed = 0
 
@@ -384,13 +407,13 @@ def _register() -> None:
          _ranked(lambda a, inputs: WeightNorm(1, "in" if inputs else "out"))),
         (("L2RankedStructureParameterPruner",), RankedStructureArgs,
          _ranked(lambda a, inputs: WeightNorm(2, "in" if inputs else "out"))),
-        (("RandomRankedFilterPruner",), RankedStructureArgs,
+        (("RandomRankedFilterPruner",), FilterRankedArgs,
          _ranked(lambda a, inputs: RandomImportance(a.seed))),
-        (("ActivationAPoZRankedFilterPruner",), RankedStructureArgs,
+        (("ActivationAPoZRankedFilterPruner",), FilterRankedArgs,
          _ranked(lambda a, inputs: ActivationImportance("apoz"))),
-        (("ActivationMeanRankedFilterPruner",), RankedStructureArgs,
+        (("ActivationMeanRankedFilterPruner",), FilterRankedArgs,
          _ranked(lambda a, inputs: ActivationImportance("mean"))),
-        (("GradientRankedFilterPruner",), RankedStructureArgs,
+        (("GradientRankedFilterPruner",), FilterRankedArgs,
          _ranked(lambda a, inputs: GradientImportance())),
         (("BernoulliFilterPruner",), BernoulliArgs, _bernoulli),
         (("FilterPruner",), ChannelRankArgs, _norm_ranked(FilterNormPruner, False)),
@@ -402,13 +425,13 @@ def _register() -> None:
          _structured_agp(lambda a, inputs: WeightNorm(1, "in" if inputs else "out"))),
         (("L2RankedStructureParameterPruner_AGP",), StructuredAGPArgs,
          _structured_agp(lambda a, inputs: WeightNorm(2, "in" if inputs else "out"))),
-        (("RandomRankedFilterPruner_AGP", "BernoulliFilterPruner_AGP"), StructuredAGPArgs,
+        (("RandomRankedFilterPruner_AGP", "BernoulliFilterPruner_AGP"), FilterAGPArgs,
          _structured_agp(lambda a, inputs: RandomImportance(a.seed))),
-        (("ActivationAPoZRankedFilterPruner_AGP",), StructuredAGPArgs,
+        (("ActivationAPoZRankedFilterPruner_AGP",), FilterAGPArgs,
          _structured_agp(lambda a, inputs: ActivationImportance("apoz"))),
-        (("ActivationMeanRankedFilterPruner_AGP",), StructuredAGPArgs,
+        (("ActivationMeanRankedFilterPruner_AGP",), FilterAGPArgs,
          _structured_agp(lambda a, inputs: ActivationImportance("mean"))),
-        (("GradientRankedFilterPruner_AGP",), StructuredAGPArgs,
+        (("GradientRankedFilterPruner_AGP",), FilterAGPArgs,
          _structured_agp(lambda a, inputs: GradientImportance())),
         (("RandomLevelStructureParameterPruner",), RandomLevelArgs, _random_level),
         (("SplicingPruner",), SplicingArgs,

@@ -70,6 +70,10 @@ class BaiduRNNStep(Step):
                             "its policy an ending_epoch")
         start, end, freq = policy.starting_epoch, policy.ending_epoch, policy.frequency
         ramp = start + self.ramp_epoch_offset
+        if ramp > end:
+            raise UserError(f"ramp_epoch_offset ({self.ramp_epoch_offset}) must end the slow "
+                            f"start within the policy: at most ending_epoch - starting_epoch "
+                            f"({end - start})")
         start_slope = 2 * q * freq / (2 * (ramp - start) + 3 * (end - ramp))
         if epoch < ramp:
             return start_slope * (epoch - start + 1) / freq

@@ -280,8 +280,10 @@ class DoReFaWeight(Quantizer):
 
 class WRPNWeight(Quantizer):
     """WRPN weight quantization (see the module docstring): ``round(clip(w, -1, 1) n) / n``,
-    ``n = 2^(k-1) - 1``; the gradient passes the rounding unchanged and stops outside
-    ``[-1, 1]``.
+    ``n = 2^(k-1) - 1``, the paper's k-bit grid (sign and k-1 bits of magnitude); the gradient
+    passes the rounding unchanged and stops outside ``[-1, 1]``. Distiller's ``WRPNQuantizer``
+    uses ``n = (2^k - 1) / 2`` without clamping the integers, which gives ``2^k + 1`` levels
+    (17 at 4 bits, up to +-1.07): more than k bits hold.
 
     >>> q = WRPNWeight(3)
     >>> q.start()

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..core.config import Args, NonNegative, Number, register_recipe_class
 from ..core.errors import UserError
@@ -50,11 +50,28 @@ ModeName = Literal["SYMMETRIC", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED"]
 class ModeSplit(Args):
     """Distiller's ``mode: {activations: ..., weights: ...}``."""
 
-    activations: ModeName = "SYMMETRIC"
-    weights: ModeName = "SYMMETRIC"
+    activations: ModeName
+    weights: ModeName
 
 
-DistillerMode = ModeName | ModeSplit
+_MODES = ModeName.__args__
+
+
+def _mode(value):
+    """One mode name, or a mapping with exactly ``activations`` and ``weights`` (Distiller reads
+    both keys); the errors name them."""
+    if not isinstance(value, dict):
+        return value
+    if set(value) != {"activations", "weights"}:
+        raise ValueError(f"a mode per tensor kind needs exactly the keys activations and "
+                         f"weights, got {', '.join(map(str, value)) or 'none'}")
+    for key, mode in value.items():
+        if mode not in _MODES:
+            raise ValueError(f"mode of the {key} must be one of {', '.join(_MODES)}, got {mode!r}")
+    return ModeSplit(**value)
+
+
+DistillerMode = Annotated[ModeName | ModeSplit, BeforeValidator(_mode)]
 _IGNORED = ("bits_bias", "quantize_bias", "bits_accum")
 
 

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import json
 import reprlib
 import warnings
 from dataclasses import dataclass, field
@@ -383,7 +384,8 @@ def validate(source: RecipeSource) -> Recipe:
         if len(instances) == 1:  # e.g. Distiller's post-training files, used without a schedule
             (section, name), = instances
             hint = (f"; to apply its one instance from the first epoch, add 'policies: "
-                    f"[{{{section[:-1]}: {{instance_name: {name}}}, starting_epoch: 0}}]'")
+                    f"[{{{section[:-1]}: {{instance_name: {json.dumps(str(name))}}}, "
+                    f"starting_epoch: 0}}]'")
         raise source.error((), "the recipe has no 'policies': nothing would ever run" + hint)
     if not isinstance(policies_data, list):
         raise source.error(("policies",), "must be a list of policies (entries start with '- ')")
