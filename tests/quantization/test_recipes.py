@@ -114,3 +114,35 @@ def test_split_mode_mistakes_name_the_keys(mode, match):
             + "\npolicies:\n  - quantizer: {instance_name: q}\n    starting_epoch: 0\n")
     with pytest.raises(UserError, match=r"ptq.yaml:4 quantizers.q.mode: .*" + match):
         parse_recipe(text, "ptq.yaml")
+
+
+def test_wrpn_model_exports_its_weights_as_int8_and_onnx_runtime_agrees(tmp_path):
+    import onnx
+
+    from torchslim.export.onnx import export_onnx, session
+    from torchslim.quantization import activation_quantizers
+
+    text = RECIPE.format(cls="WRPNQuantizer", override="{bits_weights: null, "
+                         "bits_activations: null}")
+    torch.manual_seed(0)
+    model = create_model("demo_cnn")
+    schedule = build_scheduler(parse_recipe(textwrap.dedent(text)), model,
+                               torch.zeros(1, 1, 8, 8))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with torch.no_grad():
+        for layer in ("features.1.0.layer", "features.3.0.layer"):
+            model.get_submodule(layer).weight.mul_(20)
+        model(torch.randn(16, 1, 8, 8))  # running activation ranges
+    for quantizer in activation_quantizers(model).values():
+        quantizer.freeze()
+    model.eval()
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "wrpn.onnx")
+    graph = onnx.load(path).graph
+    int8 = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.INT8}
+    stored = [node.input[0] for node in graph.node
+              if node.op_type == "DequantizeLinear" and node.input[0] in int8]
+    assert [name.split("/")[1] for name in stored] == ["features.1.0", "features.3.0"]
+    x = torch.randn(32, 1, 8, 8)
+    got = session(path, 1).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-4)

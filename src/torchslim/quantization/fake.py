@@ -291,16 +291,19 @@ class WRPNWeight(Quantizer):
     [-1.0, -0.3333333432674408, 0.0, 0.3333333432674408, 1.0]
     """
 
-    on_grid = False  # simulated only, as DoReFa's weights
-
     def __init__(self, bits: int = 8) -> None:
-        super().__init__(QuantSpec(bits, signed=True, symmetric=True))
+        # The grid is symmetric with zero point 0 and scale 1 / n: it exports to int8 as is.
+        super().__init__(QuantSpec(bits, signed=True, symmetric=True, narrow=True))
         self.levels = 2 ** (bits - 1) - 1
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(1.0 / self.levels), torch.tensor(0, dtype=torch.int32)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.quantizing:
             return w
-        return _round_ste(w.clamp(-1.0, 1.0) * self.levels) / self.levels
+        scale, zero = self.qparams()  # q_min, q_max = -n, n: the clip to [-1, 1] as well
+        return fake_quantize(w, scale.to(w.device), zero.to(w.device), self.spec)
 
     def observing_allowed(self) -> bool:
         return False
