@@ -39,7 +39,7 @@ RUNS = [
     ("r20_plain10", "cifar_resnet20", "ResNet-20 fine-tuned 10 epochs"),
     ("r20_kd_from_r56", "cifar_resnet20", "ResNet-20 taught by ResNet-56, 10 epochs"),
     ("r20_ds_scratch", "cifar_resnet20", "depthwise-separable ResNet-20 from scratch, 15 ep."),
-    ("r20_ds_kd", "cifar_resnet20", "depthwise-separable ResNet-20 + KD from ResNet-56, 15 ep."),
+    ("r20_ds_kd", "cifar_resnet20", "depthwise-separable ResNet-20 + KD from ResNet-20, 15 ep."),
     ("transfer_frozen", "cifar_resnet20", "cat vs dog: new head, frozen backbone, 5 epochs"),
     ("transfer_full", "cifar_resnet20", "cat vs dog: new head, everything trained, 5 epochs"),
     ("transfer_two_phase", "cifar_resnet20",
