@@ -535,15 +535,15 @@ PARSE_ERRORS = {
         """
         pruners:
           rnn:
-            class: FMReconstructionChannelPruner
+            class: StructureParameterPruner
         policies:
           - pruner: {instance_name: rnn}
             starting_epoch: 0
         """,
-        "bad.yaml:3 pruners.rnn.class: 'FMReconstructionChannelPruner' is not yet supported by "
-        "torchslim: channel pruning by feature-map reconstruction (He et al. 2017) is not "
-        "implemented yet; ActivationMeanRankedFilterPruner or L1RankedStructureParameterPruner "
-        "with group_type: Channels rank channels from data or weights",
+        "bad.yaml:3 pruners.rnn.class: 'StructureParameterPruner' is not yet supported by "
+        "torchslim: pruning the structures whose norm falls below a threshold is not "
+        "implemented yet; GroupLassoRegularizer's threshold_criteria zero small structures "
+        "while regularizing",
     ),
     "quantizer_bit_width_out_of_range": (
         """

@@ -14,7 +14,7 @@ pruners, structured     ``L1RankedStructureParameterPruner``, ``L2RankedStructur
                         ``ActivationMeanRankedFilterPruner``, ``GradientRankedFilterPruner``,
                         ``BernoulliFilterPruner``, ``FilterPruner``, ``ChannelPruner``,
                         ``BNGammaPruner``, ``TargetMACsPruner``,
-                        ``RandomLevelStructureParameterPruner``
+                        ``RandomLevelStructureParameterPruner``, ``FMReconstructionChannelPruner``
 pruners, structured     ``L1RankedStructureParameterPruner_AGP``/
 AGP                     ``StructuredAutomatedGradualPruner``,
                         ``L2RankedStructureParameterPruner_AGP``, ``RandomRankedFilterPruner_AGP``/
@@ -66,6 +66,7 @@ from .pruners import (
     SensitivityPruner,
     ThresholdPruner,
 )
+from .reconstruction import ReconstructingPruneStep
 from .regularizers import (
     BNGammaL1Regularizer,
     GroupLassoRegularizer,
@@ -203,6 +204,21 @@ class FilterRankedArgs(RankedStructureArgs):
             raise ValueError("give group_type, desired_sparsity and weights (reg_regims is the "
                              "older form of L1RankedStructureParameterPruner only)")
         return self
+
+
+class FMReconstructionArgs(Args):
+    """Distiller's ``FMReconstructionChannelPruner``: input channels of ``weights`` ranked by L1,
+    then the layers refitted on sampled feature maps (``collect_batches`` minibatches,
+    ``points_per_map`` positions per image)."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    group_type: Literal["Channels"] = "Channels"
+    desired_sparsity: Sparsity
+    weights: WeightList
+    group_dependency: Literal["Leader"] | None = None
+    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 32
+    points_per_map: Annotated[int, Field(ge=1, le=10_000)] = 10
+    seed: Seed = 0
 
 
 class StructuredAGPArgs(_GradualArgs):
@@ -354,6 +370,15 @@ def _structured_agp(importance: Callable[[StructuredAGPArgs, bool], Importance])
     return build
 
 
+def _fm_reconstruction(a: FMReconstructionArgs, model: nn.Module) -> ReconstructingPruneStep:
+    layers = _layers(model, a.weights)
+    leader = layers[0] if a.group_dependency == "Leader" else None
+    pruner = StructuredPruner(a.desired_sparsity, WeightNorm(1, "in"), rounding="floor",
+                              leader=leader, consumers=layers)
+    return ReconstructingPruneStep([(layers, pruner, True)], layers, a.collect_batches,
+                                   a.points_per_map, a.seed)
+
+
 def _random_level(a: RandomLevelArgs, model: nn.Module) -> StructuredPruneStep:
     inputs = a.group_type in ("Channels", "Rows")
     pruner = StructuredPruner(RandomLevel(*a.sparsity_range, seed=a.seed),
@@ -434,6 +459,7 @@ def _register() -> None:
         (("GradientRankedFilterPruner_AGP",), FilterAGPArgs,
          _structured_agp(lambda a, inputs: GradientImportance())),
         (("RandomLevelStructureParameterPruner",), RandomLevelArgs, _random_level),
+        (("FMReconstructionChannelPruner",), FMReconstructionArgs, _fm_reconstruction),
         (("SplicingPruner",), SplicingArgs,
          lambda a, model: SplicingStep(a.sensitivities, a.low_thresh_mult, a.hi_thresh_mult,
                                        a.sensitivity_multiplier)),

@@ -8,8 +8,8 @@ Example::
     >>> from torchslim.recipe.classes import find_class, section_of
     >>> find_class("pruners", "AutomatedGradualPruner").args.__name__
     'AGPArgs'
-    >>> find_class("pruners", "FMReconstructionChannelPruner").unsupported[:24]
-    'channel pruning by featu'
+    >>> find_class("pruners", "StructureParameterPruner").unsupported[:24]
+    'pruning the structures w'
     >>> section_of("MultiStepLR")
     'lr_schedulers'
 """
@@ -32,10 +32,13 @@ from ..core.config import (
 from ..schedule.lr import EXTRA_SCHEDULERS
 
 register_unsupported(
-    "pruners", ["FMReconstructionChannelPruner"], "channel pruning by feature-map "
-    "reconstruction (He et al. 2017) is not implemented yet; ActivationMeanRankedFilterPruner "
-    "or L1RankedStructureParameterPruner with group_type: Channels rank channels from data or "
-    "weights",
+    "pruners", ["StructureParameterPruner"], "pruning the structures whose norm falls below "
+    "a threshold is not implemented yet; GroupLassoRegularizer's threshold_criteria zero small "
+    "structures while regularizing",
+)
+register_unsupported(
+    "regularizers", ["DropFilterRegularizer"], "dropping random filters while training "
+    "(DropFilter) is not implemented yet",
 )
 
 _LR_EXCLUDED = {"LRScheduler", "_LRScheduler", "LambdaLR",
