@@ -118,15 +118,14 @@ def test_filter_recipe_thins_the_model_and_it_reloads_in_a_fresh_process(tmp_pat
 
 def test_recipe_of_a_missing_algorithm_fails_clearly(tmp_path, capsys):
     recipe = tmp_path / "rnn.yaml"
-    recipe.write_text("pruners:\n  rnn: {class: StructureParameterPruner}\npolicies:\n"
-                      "  - pruner: {instance_name: rnn}\n    starting_epoch: 0\n")
+    recipe.write_text("regularizers:\n  rnn: {class: DropFilterRegularizer}\npolicies:\n"
+                      "  - regularizer: {instance_name: rnn}\n    starting_epoch: 0\n")
     assert main(_compress(recipe, tmp_path, "--epochs", "1")) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "torchslim compress: error: rnn.yaml:2 pruners.rnn.class: 'StructureParameterPruner' is "
-        "not yet supported by torchslim: pruning the structures whose norm falls below a "
-        "threshold is not implemented yet; GroupLassoRegularizer's threshold_criteria zero small "
-        "structures while regularizing"
+        "torchslim compress: error: rnn.yaml:2 regularizers.rnn.class: 'DropFilterRegularizer' "
+        "is not yet supported by torchslim: dropping random filters while training (DropFilter) "
+        "is not implemented yet"
     )
 
 

@@ -94,3 +94,45 @@ def test_random_level_draws_resume_where_they_stopped():
     resumed.load_state_dict(first.state_dict())
     assert [resumed(1.0), resumed(1.0)] == draws[2:]
     assert len(set(draws)) == 4
+
+
+def test_structure_parameter_pruner_zeroes_the_small_structures():
+    """Distiller's StructureParameterPruner: ``reg_regims: {weight: [threshold, group type]}``
+    with ``Max`` or ``Mean_Abs``."""
+    model = create_model("demo_cnn")
+    with torch.no_grad():
+        weight = model.features[1][0].weight  # (64, 32, 3, 3)
+        weight.uniform_(0.5, 1.0)
+        weight[:, :5] *= 0.01  # 5 input channels, all small: Max and Mean_Abs below 0.02
+        weight[:, 5, 0, 0] = 0.9  # one large element: Mean_Abs 0.1 but Max 0.9
+        weight[:, 5, 1:] = 0.0
+        weight[:, 5, 0, 1:] = 0.0
+    text = """
+pruners:
+  structures:
+    class: StructureParameterPruner
+    reg_regims:
+      features.1.0.weight: [0.2, Channels]
+    threshold_criteria: {criterion}
+policies:
+  - pruner: {{instance_name: structures}}
+    epochs: [0]
+"""
+    zeroed = {}
+    for criterion in ("Max", "Mean_Abs"):
+        candidate = create_model("demo_cnn")
+        candidate.load_state_dict(model.state_dict())
+        schedule = build_scheduler(parse_recipe(text.format(criterion=criterion), "s.yaml"),
+                                   candidate, torch.zeros(1, 1, 8, 8))
+        schedule.on_epoch_begin(0)
+        zeroed[criterion] = schedule.log[0]["actions"]["structures"]["zero_groups"]
+        kept = candidate.features[1][0].weight.detach().abs().sum((0, 2, 3)) > 0
+        assert int((~kept).sum()) == zeroed[criterion]["features.1.0.weight"]
+        assert not bool(kept[:5].any()) and bool(kept[6:].all())
+        with torch.no_grad():  # the masks hold the zeros through training
+            candidate.features[1][0].weight.add_(1.0)
+        schedule.on_minibatch_end(0, 0, 1)
+        assert not bool(candidate.features[1][0].weight[:, :5].any())
+    assert zeroed == {"Max": {"features.1.0.weight": 5}, "Mean_Abs": {"features.1.0.weight": 6}}
+    with pytest.raises(UserError, match="threshold_criteria"):
+        parse_recipe(text.format(criterion="Median"), "s.yaml")

@@ -533,17 +533,15 @@ PARSE_ERRORS = {
     "a_list_not_a_mapping": ("- pruners\n- policies\n", f"{NOT_A_MAPPING} a list"),
     "not_yet_supported_pruner": (
         """
-        pruners:
+        regularizers:
           rnn:
-            class: StructureParameterPruner
+            class: DropFilterRegularizer
         policies:
-          - pruner: {instance_name: rnn}
+          - regularizer: {instance_name: rnn}
             starting_epoch: 0
         """,
-        "bad.yaml:3 pruners.rnn.class: 'StructureParameterPruner' is not yet supported by "
-        "torchslim: pruning the structures whose norm falls below a threshold is not "
-        "implemented yet; GroupLassoRegularizer's threshold_criteria zero small structures "
-        "while regularizing",
+        "bad.yaml:3 regularizers.rnn.class: 'DropFilterRegularizer' is not yet supported by "
+        "torchslim: dropping random filters while training (DropFilter) is not implemented yet",
     ),
     "quantizer_bit_width_out_of_range": (
         """

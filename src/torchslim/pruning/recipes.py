@@ -14,7 +14,8 @@ pruners, structured     ``L1RankedStructureParameterPruner``, ``L2RankedStructur
                         ``ActivationMeanRankedFilterPruner``, ``GradientRankedFilterPruner``,
                         ``BernoulliFilterPruner``, ``FilterPruner``, ``ChannelPruner``,
                         ``BNGammaPruner``, ``TargetMACsPruner``,
-                        ``RandomLevelStructureParameterPruner``, ``FMReconstructionChannelPruner``
+                        ``RandomLevelStructureParameterPruner``, ``FMReconstructionChannelPruner``,
+                        ``StructureParameterPruner``
 pruners, structured     ``L1RankedStructureParameterPruner_AGP``/
 AGP                     ``StructuredAutomatedGradualPruner``,
                         ``L2RankedStructureParameterPruner_AGP``, ``RandomRankedFilterPruner_AGP``/
@@ -72,6 +73,7 @@ from .regularizers import (
     GroupLassoRegularizer,
     GroupVarianceRegularizer,
     L1Regularizer,
+    StructureThresholdStep,
 )
 from .rnn import BaiduRNNStep
 from .schedules import AGP, RandomLevel
@@ -145,6 +147,20 @@ class GroupLassoArgs(Args):
     weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
     reg_regims: Annotated[dict[WeightName, GroupRegime], Field(min_length=1)]
     threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
+
+
+StructureKindThreshold = Literal["2D", "3D", "Filters", "Channels", "Rows", "Cols"]
+ThresholdRegime = Annotated[tuple[NonNegative, StructureKindThreshold],
+                            BeforeValidator(list_to_tuple)]
+
+
+class StructureThresholdArgs(Args):
+    """Distiller's ``StructureParameterPruner``: ``reg_regims: {weight: [threshold, group
+    type]}`` and ``threshold_criteria``."""
+
+    weight_fields: ClassVar[tuple[str, ...]] = ("reg_regims",)
+    reg_regims: Annotated[dict[WeightName, ThresholdRegime], Field(min_length=1)]
+    threshold_criteria: Literal["Mean_Abs", "Max"]
 
 
 class GroupVarianceArgs(Args):
@@ -460,6 +476,8 @@ def _register() -> None:
          _structured_agp(lambda a, inputs: GradientImportance())),
         (("RandomLevelStructureParameterPruner",), RandomLevelArgs, _random_level),
         (("FMReconstructionChannelPruner",), FMReconstructionArgs, _fm_reconstruction),
+        (("StructureParameterPruner",), StructureThresholdArgs,
+         lambda a, model: StructureThresholdStep(a.reg_regims, a.threshold_criteria)),
         (("SplicingPruner",), SplicingArgs,
          lambda a, model: SplicingStep(a.sensitivities, a.low_thresh_mult, a.hi_thresh_mult,
                                        a.sensitivity_multiplier)),

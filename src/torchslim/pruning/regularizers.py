@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.errors import UserError
 from ..core.names import resolve_values
+from ..core.steps import Step, StepContext
 from .masks import masks_of
 from .steps import RegularizerStep
 
@@ -75,6 +77,62 @@ def _expand(weight: torch.Tensor, grouping: str, keep: torch.Tensor) -> torch.Te
     return keep.view(*([1] * weight.dim())).expand_as(weight)
 
 
+def threshold_groups(weights, masks, criterion: str) -> dict[str, int]:
+    """Zero, through ``masks``, every group of each ``(name, weight, threshold, group type)``
+    whose mean absolute value (``criterion="Mean_Abs"``) or largest magnitude (``"Max"``) is at
+    or below its threshold; return how many groups of each weight are zero."""
+    zeroed = {}
+    for name, weight, threshold, grouping in weights:
+        part = grouping.split("+")[0]
+        if part == "4D":
+            continue
+        groups = _groups(weight.detach(), part).abs()
+        values = groups.mean(1) if criterion == "Mean_Abs" else groups.amax(1)
+        keep = (values > threshold).to(weight.dtype)
+        mask = _expand(weight, part, keep)
+        if name in masks:
+            mask = mask * masks[name]
+        masks.set(name, mask.contiguous())
+        zeroed[name] = int((keep == 0).sum())
+    return zeroed
+
+
+class StructureThresholdStep(Step):
+    """Distiller's ``StructureParameterPruner``: on each firing epoch, zero the groups of the
+    weights ``regimes`` names (``{pattern: (threshold, group type)}``, Distiller's ``reg_regims``)
+    whose mean absolute value or largest magnitude (``threshold_criteria``) is at or below the
+    threshold. Like Distiller's, it zeroes those weights only. torchslim's thinning removes a
+    channel only when all of its parameters are zero, which keeps it exact, so the channels this
+    leaves with a BatchNorm shift or a producing filter stay in the model; Distiller's thinner
+    removes them and drops the rest."""
+
+    kind = "pruner"
+
+    def __init__(self, regimes: Mapping[str, tuple[float, str]],
+                 threshold_criteria: str = "Mean_Abs") -> None:
+        for pattern, (threshold, grouping) in regimes.items():
+            if threshold < 0:
+                raise UserError(f"the threshold of '{pattern}' must be >= 0, got {threshold}")
+            if grouping not in ("2D", "3D", "Filters", "Channels", "Rows", "Cols"):
+                raise UserError(f"group type '{grouping}' of '{pattern}': one of 2D, 3D, "
+                                "Filters, Channels, Rows, Cols")
+        if threshold_criteria not in ("Mean_Abs", "Max"):
+            raise UserError(f"threshold_criteria must be Mean_Abs or Max, got "
+                            f"{threshold_criteria!r}")
+        self.regimes = dict(regimes)
+        self.criterion = threshold_criteria
+
+    def attach(self, ctx: StepContext) -> None:
+        masks_of(ctx)
+
+    def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
+        params = dict(ctx.model.named_parameters())
+        weights = [(name, params[name], threshold, grouping)
+                   for pattern, (threshold, grouping) in self.regimes.items()
+                   for name in resolve_values(ctx.model, {pattern: 0.0})]
+        return {"zero_groups": threshold_groups(weights, masks_of(ctx), self.criterion)}
+
+
 class GroupLassoRegularizer:
     """Group lasso over the weights ``regimes`` names: ``{pattern: (strength, group type)}``
     (Distiller's ``reg_regims``); see the module docstring."""
@@ -115,20 +173,7 @@ class GroupLassoRegularizer:
     def threshold(self, model: nn.Module, masks) -> dict[str, int]:
         """Zero, through ``masks``, the groups at or below their strength by the criterion;
         return how many groups of each weight are zero."""
-        zeroed = {}
-        for name, weight, strength, grouping in self._resolved(model):
-            part = grouping.split("+")[0]
-            if part == "4D":
-                continue
-            groups = _groups(weight.detach(), part).abs()
-            values = groups.mean(1) if self.threshold_criteria == "Mean_Abs" else groups.amax(1)
-            keep = (values > strength).to(weight.dtype)
-            mask = _expand(weight, part, keep)
-            if name in masks:
-                mask = mask * masks[name]
-            masks.set(name, mask.contiguous())
-            zeroed[name] = int((keep == 0).sum())
-        return zeroed
+        return threshold_groups(self._resolved(model), masks, self.threshold_criteria)
 
     def as_step(self) -> RegularizerStep:
         """The schedule step adding :meth:`penalty` to the loss (and thresholding at the end

@@ -8,8 +8,8 @@ Example::
     >>> from torchslim.recipe.classes import find_class, section_of
     >>> find_class("pruners", "AutomatedGradualPruner").args.__name__
     'AGPArgs'
-    >>> find_class("pruners", "StructureParameterPruner").unsupported[:24]
-    'pruning the structures w'
+    >>> find_class("regularizers", "DropFilterRegularizer").unsupported[:24]
+    'dropping random filters '
     >>> section_of("MultiStepLR")
     'lr_schedulers'
 """
@@ -31,11 +31,6 @@ from ..core.config import (
 )
 from ..schedule.lr import EXTRA_SCHEDULERS
 
-register_unsupported(
-    "pruners", ["StructureParameterPruner"], "pruning the structures whose norm falls below "
-    "a threshold is not implemented yet; GroupLassoRegularizer's threshold_criteria zero small "
-    "structures while regularizing",
-)
 register_unsupported(
     "regularizers", ["DropFilterRegularizer"], "dropping random filters while training "
     "(DropFilter) is not implemented yet",
