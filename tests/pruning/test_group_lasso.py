@@ -96,9 +96,10 @@ def test_random_level_draws_resume_where_they_stopped():
     assert len(set(draws)) == 4
 
 
-def test_structure_parameter_pruner_zeroes_the_small_structures():
+def test_structure_parameter_pruner_zeroes_small_structures_then_thinning_removes_them():
     """Distiller's StructureParameterPruner: ``reg_regims: {weight: [threshold, group type]}``
-    with ``Max`` or ``Mean_Abs``."""
+    with ``Max`` or ``Mean_Abs``; the input channels no layer reads any more are thinned away
+    with the filters producing them."""
     model = create_model("demo_cnn")
     with torch.no_grad():
         weight = model.features[1][0].weight  # (64, 32, 3, 3)
@@ -114,9 +115,13 @@ pruners:
     reg_regims:
       features.1.0.weight: [0.2, Channels]
     threshold_criteria: {criterion}
+extensions:
+  thin: {{class: ChannelRemover}}
 policies:
   - pruner: {{instance_name: structures}}
     epochs: [0]
+  - extension: {{instance_name: thin}}
+    epochs: [1]
 """
     zeroed = {}
     for criterion in ("Max", "Mean_Abs"):
@@ -133,6 +138,11 @@ policies:
             candidate.features[1][0].weight.add_(1.0)
         schedule.on_minibatch_end(0, 0, 1)
         assert not bool(candidate.features[1][0].weight[:, :5].any())
+        schedule.on_epoch_end(0)
+        schedule.on_epoch_begin(1)
+        removed = zeroed[criterion]["features.1.0.weight"]
+        assert candidate.features[1][0].in_channels == 32 - removed
+        assert candidate.features[0][0].out_channels == 32 - removed
     assert zeroed == {"Max": {"features.1.0.weight": 5}, "Mean_Abs": {"features.1.0.weight": 6}}
     with pytest.raises(UserError, match="threshold_criteria"):
         parse_recipe(text.format(criterion="Median"), "s.yaml")

@@ -159,9 +159,10 @@ def test_a_layer_with_every_channel_pruned_is_refused():
     with torch.no_grad():
         for param in (model.conv2.weight, model.conv2.bias, model.fc1.weight):
             param.zero_()
-    with pytest.raises(UserError, match="every output channel of 'conv2' is pruned"):
+    # conv2 reads none of conv1's channels any more: they go too, and are the first refused
+    with pytest.raises(UserError, match="every output channel of 'conv[12]' is pruned"):
         thin(model, torch.zeros(1, 1, 28, 28))
-    assert model.conv2.out_channels == 16
+    assert model.conv2.out_channels == 16 and model.conv1.out_channels == 6
 
 
 def test_record_of_another_model_is_refused():
@@ -183,3 +184,22 @@ def test_a_stale_graph_is_refused_after_thinning():
     thin(model, x)
     with pytest.raises(UserError, match="out of date"):
         FilterNormPruner(0.5).select(graph)
+
+
+def test_channels_no_layer_reads_go_with_their_producers_exactly():
+    """Input channels zeroed in their only reader (group lasso, a threshold): the producing
+    filter and BatchNorm entry are removed with them, and the outputs do not change."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].bias.uniform_(0.5, 1.0)  # the producers' side stays non-zero
+        model[3].weight[:, [2, 5]] = 0
+    x = torch.randn(2, 3, 8, 8)
+    before = model(x)
+    record = thin(model, x)
+    assert model[0].out_channels == 6 and model[1].num_features == 6
+    assert model[3].in_channels == 6
+    assert torch.allclose(model(x), before, atol=1e-6)
+    assert record["layers"]["0"]["kept"]["out"] == [0, 1, 3, 4, 6, 7]

@@ -192,9 +192,21 @@ class DependencyGraph:
 
     def zero_channels(self, group: ChannelGroup) -> torch.Tensor:
         """Per channel of ``group``: True when its parameters (if any) are all exactly zero."""
+        return self._all_zero(group, group.axes)
+
+    def unread_channels(self, group: ChannelGroup) -> torch.Tensor:
+        """Per channel of ``group``: True when every layer that reads it (its input axes) has
+        only zeros there, so no output depends on it whatever its producers hold. False for
+        every channel of a group without readers, or whose removal would not be exact."""
+        readers = [axis for axis in group.axes if axis.role == "in"]
+        if not readers or group.approximate:
+            return torch.zeros(len(group.channels), dtype=torch.bool)
+        return self._all_zero(group, readers)
+
+    def _all_zero(self, group: ChannelGroup, axes) -> torch.Tensor:
         nonzero = torch.zeros(len(group.channels), dtype=torch.long)
         has_parameters = False
-        for axis in group.axes:
+        for axis in axes:
             positions, owners = group.index_on(axis)
             for _, param, dim in self.parameters_on(axis):
                 per_position = param.detach().ne(0).transpose(0, dim).reshape(axis.size, -1).any(1)

@@ -101,10 +101,10 @@ class StructureThresholdStep(Step):
     """Distiller's ``StructureParameterPruner``: on each firing epoch, zero the groups of the
     weights ``regimes`` names (``{pattern: (threshold, group type)}``, Distiller's ``reg_regims``)
     whose mean absolute value or largest magnitude (``threshold_criteria``) is at or below the
-    threshold. Like Distiller's, it zeroes those weights only. torchslim's thinning removes a
-    channel only when all of its parameters are zero, which keeps it exact, so the channels this
-    leaves with a BatchNorm shift or a producing filter stay in the model; Distiller's thinner
-    removes them and drops the rest."""
+    threshold. Like Distiller's, it zeroes those weights only. Thinning then removes input
+    channels zeroed in their readers, with the filters producing them (nothing reads them);
+    a filter zeroed alone keeps its BatchNorm shift, which the next layer still reads, so
+    thinning keeps it where Distiller's thinner drops the shift."""
 
     kind = "pruner"
 

@@ -2,7 +2,9 @@
 
 :func:`thin` builds the channel graph of a model (:mod:`torchslim.graph`), finds every prunable
 channel whose parameters are all exactly zero (filters, biases, BatchNorm gamma and beta, the
-input slices of its consumers: what the structured pruners zero) and asks each layer's handler
+input slices of its consumers: what the structured pruners zero), or that no layer reads (its
+consumers' input slices all zero, as group lasso or a threshold on input channels leaves them,
+whatever its producing filter and BatchNorm hold), and asks each layer's handler
 to keep only the other positions (tensors sliced, sizes such as ``in_channels`` updated). Pads
 and slices of the channel dimension that name removed positions (the zero-padding shortcut of a
 CIFAR ResNet, a dual-path split ``x[:, :d]``) are rewritten (:mod:`torchslim.graph.rewrite`).
@@ -69,11 +71,14 @@ ThinningRecord = dict[str, Any]
 
 
 def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
-    """Group name -> indices of its channels that are pruned (all parameters exactly zero)."""
+    """Group name -> indices of its channels that are pruned: all their parameters exactly
+    zero, or every layer reading them zero there (input channels zeroed in their readers, by
+    group lasso or a threshold: whatever their producers hold, nothing sees it)."""
     removable = {}
     for group in graph.groups:
         if group.prunable:
-            zero = graph.zero_channels(group).nonzero().flatten().tolist()
+            dead = graph.zero_channels(group) | graph.unread_channels(group)
+            zero = dead.nonzero().flatten().tolist()
             if zero:
                 removable[group.name] = zero
     return removable
