@@ -146,3 +146,16 @@ policies:
     assert zeroed == {"Max": {"features.1.0.weight": 5}, "Mean_Abs": {"features.1.0.weight": 6}}
     with pytest.raises(UserError, match="threshold_criteria"):
         parse_recipe(text.format(criterion="Median"), "s.yaml")
+
+
+def test_filter_thresholds_take_conv1d_weights_as_distiller_does():
+    from torchslim.pruning.regularizers import threshold_groups
+
+    conv = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3))
+    with torch.no_grad():
+        conv[0].weight.fill_(1.0)
+        conv[0].weight[2] = 0.01
+    masks = Masks(conv)
+    weights = [("0.weight", conv[0].weight, 0.1, "Filters")]
+    assert threshold_groups(weights, masks, "Max") == {"0.weight": 1}
+    assert not bool(conv[0].weight[2].any()) and bool(conv[0].weight[:2].all())

@@ -103,3 +103,18 @@ def test_recipe_mistakes_are_one_located_line():
         FeatureMapSampler().watch({"dw": nn.Conv2d(4, 4, 3, groups=4)})
     with pytest.raises(UserError, match="saw no data"):
         FeatureMapSampler().samples("conv")
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(4, 3, 3, padding="same"),
+    nn.Conv2d(4, 3, 3, padding=1, padding_mode="reflect"),
+    nn.Conv2d(4, 3, 3, padding=2, dilation=2, stride=2, padding_mode="circular"),
+])
+def test_samples_follow_the_layers_padding(conv):
+    """With every channel kept, the refit reproduces the layer: the sampled columns are what
+    the layer multiplies, whatever its padding."""
+    sampler = FeatureMapSampler(points_per_map=12)
+    sampler.watch({"c": conv})
+    conv(torch.randn(16, 4, 9, 9))
+    sampler.unwatch()
+    assert reconstruct(conv, torch.ones(4, dtype=torch.bool), *sampler.samples("c")) < 1e-10

@@ -159,8 +159,7 @@ def test_a_layer_with_every_channel_pruned_is_refused():
     with torch.no_grad():
         for param in (model.conv2.weight, model.conv2.bias, model.fc1.weight):
             param.zero_()
-    # conv2 reads none of conv1's channels any more: they go too, and are the first refused
-    with pytest.raises(UserError, match="every output channel of 'conv[12]' is pruned"):
+    with pytest.raises(UserError, match="every output channel of 'conv2' is pruned"):
         thin(model, torch.zeros(1, 1, 28, 28))
     assert model.conv2.out_channels == 16 and model.conv1.out_channels == 6
 
@@ -203,3 +202,36 @@ def test_channels_no_layer_reads_go_with_their_producers_exactly():
     assert model[3].in_channels == 6
     assert torch.allclose(model(x), before, atol=1e-6)
     assert record["layers"]["0"]["kept"]["out"] == [0, 1, 3, 4, 6, 7]
+
+
+def test_a_layer_that_reads_nothing_does_not_empty_the_one_before():
+    """Every input of ``b`` is zero (its bias is not): no channel of ``a`` is read, but a layer
+    keeps at least one channel, so thinning leaves that group alone rather than failing."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 4, 1),
+                                torch.nn.Conv2d(4, 2, 1))
+    with torch.no_grad():
+        model[1].weight.zero_()
+    x = torch.randn(2, 3, 4, 4)
+    before = model(x)
+    thin(model, x)
+    assert model[0].out_channels == 8 and torch.allclose(model(x), before)
+
+
+def test_tied_weights_stay_tied():
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 8)
+            self.fc = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 10, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, tokens):
+            return self.head(torch.relu(self.fc(self.embed(tokens))))
+
+    model = Tied()
+    with torch.no_grad():
+        model.fc.weight[:, 1] = 0  # column 1 of the embedding is read by nothing else
+    thin(model, torch.zeros(2, 3, dtype=torch.long))
+    assert model.head.weight is model.embed.weight and model.embed.weight.shape == (10, 8)

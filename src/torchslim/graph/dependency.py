@@ -197,17 +197,35 @@ class DependencyGraph:
     def unread_channels(self, group: ChannelGroup) -> torch.Tensor:
         """Per channel of ``group``: True when every layer that reads it (its input axes) has
         only zeros there, so no output depends on it whatever its producers hold. False for
-        every channel of a group without readers, or whose removal would not be exact."""
+        every channel of a group without readers, whose removal would not be exact, or whose
+        tensors another layer shares (tied weights)."""
+        none = torch.zeros(len(group.channels), dtype=torch.bool)
         readers = [axis for axis in group.axes if axis.role == "in"]
         if not readers or group.approximate:
-            return torch.zeros(len(group.channels), dtype=torch.bool)
-        return self._all_zero(group, readers)
+            return none
+        shared = self._shared_parameters()
+        if any(id(param) in shared for axis in group.axes
+               for _, param, _ in self.parameters_on(axis)):
+            return none
+        return self._all_zero(group, readers, reading=True)
 
-    def _all_zero(self, group: ChannelGroup, axes) -> torch.Tensor:
+    def _shared_parameters(self) -> set[int]:
+        seen: dict[int, int] = {}
+        for _, param in self.model.named_parameters(remove_duplicate=False):
+            seen[id(param)] = seen.get(id(param), 0) + 1
+        return {key for key, count in seen.items() if count > 1}
+
+    def _all_zero(self, group: ChannelGroup, axes, reading: bool = False) -> torch.Tensor:
+        """Per channel: its parameters on ``axes`` all zero. With ``reading``, an axis whose
+        layer holds no parameter there (a parametrized weight) counts as reading every
+        channel."""
         nonzero = torch.zeros(len(group.channels), dtype=torch.long)
         has_parameters = False
         for axis in axes:
             positions, owners = group.index_on(axis)
+            if reading and not self.parameters_on(axis):
+                nonzero += 1
+                continue
             for _, param, dim in self.parameters_on(axis):
                 per_position = param.detach().ne(0).transpose(0, dim).reshape(axis.size, -1).any(1)
                 nonzero.index_add_(0, owners, per_position[positions].long().cpu())

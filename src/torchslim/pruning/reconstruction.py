@@ -11,7 +11,9 @@ input and output feature maps, the smaller layer reproduces the outputs of the f
 ``X`` holds the im2col columns of the layer's input at ``points_per_map`` random output
 positions of each image (the inputs themselves for a Linear layer), ``Y`` the layer's outputs
 there, bias removed; both are sampled with forward hooks on the first ``collect_batches``
-training minibatches of the firing epoch, before anything is pruned, as Distiller does.
+training minibatches of the firing epoch, before anything is pruned, as Distiller does (the same
+positions for every image of a minibatch, new ones for each minibatch). The fit fills every kept
+input channel; zeros another pruner keeps inside them are restored after it.
 
 Example::
 
@@ -77,7 +79,10 @@ class FeatureMapSampler:
             if isinstance(module, nn.Linear):
                 xs, ys = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
             else:
-                columns = F.unfold(x, module.kernel_size, module.dilation, module.padding,
+                # pad as the layer does ('same', reflect, circular ...), then im2col
+                mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+                x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+                columns = F.unfold(x, module.kernel_size, module.dilation, 0,
                                    module.stride)  # (N, C*kh*kw, L)
                 outputs = y.flatten(2)  # (N, C_out, L)
                 picks = torch.randint(0, outputs.shape[2], (self.points,),
@@ -109,7 +114,7 @@ class FeatureMapSampler:
 def reconstruct(layer: nn.Module, keep: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     """Refit ``layer``'s weights on its kept input channels (``keep``, a bool per channel) by
     least squares on samples ``x``/``y``; the removed channels' weights become zero. Returns the
-    relative squared error of the refitted layer on the samples."""
+    relative squared error of the refitted layer on the samples (see :func:`sample_error`)."""
     weight = layer.weight
     per_channel = x.shape[1] // keep.numel()
     columns = keep.to(torch.bool).cpu().repeat_interleave(per_channel)
@@ -121,7 +126,13 @@ def reconstruct(layer: nn.Module, keep: torch.Tensor, x: torch.Tensor, y: torch.
         flat = torch.zeros(weight.shape[0], x.shape[1], dtype=weight.dtype)
         flat[:, columns] = fitted
         weight.copy_(flat.reshape(weight.shape).to(weight.device))
-    residual = y.double() - x[:, columns].double() @ solution
+    return sample_error(layer, x, y)
+
+
+def sample_error(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``||y - x W^T||^2 / ||y||^2`` for ``layer``'s current weights on samples ``x``/``y``."""
+    flat = layer.weight.detach().reshape(layer.weight.shape[0], -1).double().cpu()
+    residual = y.double() - x.double() @ flat.t()
     return float(residual.pow(2).sum() / y.double().pow(2).sum().clamp_min(1e-12))
 
 
@@ -156,8 +167,10 @@ class ReconstructingPruneStep(CollectingPruneStep):
             keep = mask.flatten(2).any(2).any(0) if mask.dim() > 2 else mask.any(0)
             if bool(keep.all()):
                 continue
-            errors[name] = round(reconstruct(layer, keep, *self.sampler.samples(name)), 6)
-            masks.apply()
+            samples = self.sampler.samples(name)
+            reconstruct(layer, keep, *samples)
+            masks.apply()  # finer-grained zeros of another pruner inside the kept channels
+            errors[name] = round(sample_error(layer, *samples), 6)
         self.sampler.clear()
         self._result["reconstruction_error"] = errors
 

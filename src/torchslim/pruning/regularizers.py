@@ -46,9 +46,11 @@ _EPSILON = 1e-8
 
 def _groups(weight: torch.Tensor, grouping: str) -> torch.Tensor:
     """``weight`` as a matrix with one group per row."""
+    if grouping in ("3D", "Filters") and weight.dim() == 3:
+        return weight.reshape(weight.shape[0], -1)  # a Conv1d's filters
     if grouping in ("2D", "3D", "Filters", "Channels") and weight.dim() != 4:
         if grouping == "Channels" and weight.dim() == 2:
-            return weight.t()  # a Linear's input columns
+            return weight.t()  # a Linear's input columns (an extension of Distiller's)
         raise UserError(f"'{grouping}' groups need a 4-D (convolution) weight, got "
                         f"{weight.dim()}-D")
     if grouping in ("Rows", "Cols") and weight.dim() != 2:

@@ -77,7 +77,10 @@ def removable_channels(graph: DependencyGraph) -> dict[str, list[int]]:
     removable = {}
     for group in graph.groups:
         if group.prunable:
-            dead = graph.zero_channels(group) | graph.unread_channels(group)
+            pruned = graph.zero_channels(group)
+            dead = pruned | graph.unread_channels(group)
+            if bool(dead.all()) and not bool(pruned.all()):
+                dead = pruned  # nothing reads the group at all: leave it (a layer keeps one)
             zero = dead.nonzero().flatten().tolist()
             if zero:
                 removable[group.name] = zero
