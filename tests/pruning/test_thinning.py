@@ -235,3 +235,32 @@ def test_tied_weights_stay_tied():
         model.fc.weight[:, 1] = 0  # column 1 of the embedding is read by nothing else
     thin(model, torch.zeros(2, 3, dtype=torch.long))
     assert model.head.weight is model.embed.weight and model.embed.weight.shape == (10, 8)
+
+
+def test_a_parametrized_reader_still_reads_its_channels():
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, weight):
+            return weight * 2
+
+    class TwoReaders(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 4, 1)
+            self.conv2 = torch.nn.Conv2d(4, 2, 1)
+            self.conv3 = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.conv1(x))
+            return self.conv2(h) + self.conv3(h)
+
+    torch.manual_seed(0)
+    model = TwoReaders()
+    parametrize.register_parametrization(model.conv2, "weight", Double())
+    with torch.no_grad():
+        model.conv3.weight[:, 0] = 0  # conv2 still reads channel 0
+    x = torch.randn(2, 3, 4, 4)
+    before = model(x)
+    thin(model, x)
+    assert model.conv1.out_channels == 4 and torch.allclose(model(x), before)
