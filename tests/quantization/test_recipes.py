@@ -49,9 +49,8 @@ def test_other_per_layer_bit_widths_are_refused_clearly():
         build_scheduler(parse_recipe(textwrap.dedent(text)), model, torch.zeros(1, 1, 8, 8))
 
 
-def test_wrpn_quantizer_clips_weights_to_its_grid_and_trains():
-    """Distiller's WRPNQuantizer: weights clipped to [-1, 1] on 2^(k-1) - 1 levels each side,
-    the activations after ReLUs clipped to [0, 1] on 2^k - 1 levels."""
+def _wrpn_demo_cnn():
+    """The demo CNN under Distiller's WRPNQuantizer at 4 bits (first and last layers float)."""
     text = RECIPE.format(cls="WRPNQuantizer", override="{bits_weights: null, "
                          "bits_activations: null}")
     torch.manual_seed(0)
@@ -60,6 +59,13 @@ def test_wrpn_quantizer_clips_weights_to_its_grid_and_trains():
                                torch.zeros(1, 1, 8, 8))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule.on_epoch_begin(0, optimizer=optimizer)
+    return model, optimizer
+
+
+def test_wrpn_quantizer_clips_weights_to_its_grid_and_trains():
+    """Distiller's WRPNQuantizer: weights clipped to [-1, 1] on 2^(k-1) - 1 levels each side,
+    the activations after ReLUs clipped to [0, 1] on 2^k - 1 levels."""
+    model, optimizer = _wrpn_demo_cnn()
     quantizer = weight_quantizers(model)["features.1.0"]
     with torch.no_grad():  # WRPN expects weights of order 1 (at 4 bits |w| < 1/14 rounds to 0)
         for layer in ("features.1.0.layer", "features.3.0.layer"):
@@ -122,13 +128,7 @@ def test_wrpn_model_exports_its_weights_as_int8_and_onnx_runtime_agrees(tmp_path
     from torchslim.export.onnx import export_onnx, session
     from torchslim.quantization import activation_quantizers
 
-    text = RECIPE.format(cls="WRPNQuantizer", override="{bits_weights: null, "
-                         "bits_activations: null}")
-    torch.manual_seed(0)
-    model = create_model("demo_cnn")
-    schedule = build_scheduler(parse_recipe(textwrap.dedent(text)), model,
-                               torch.zeros(1, 1, 8, 8))
-    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    model, _ = _wrpn_demo_cnn()
     with torch.no_grad():
         for layer in ("features.1.0.layer", "features.3.0.layer"):
             model.get_submodule(layer).weight.mul_(20)
