@@ -20,13 +20,11 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from ptq_resnet20 import interleaved_latency
 
 from torchslim.analysis import summarize
 from torchslim.core.fileio import atomic_write_text
@@ -80,21 +78,6 @@ def widths(model: torch.nn.Module) -> str:
     return " ".join(stages)
 
 
-def latency(sessions: dict, batch: int, rounds: int, repeats: int) -> dict[str, float]:
-    x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, sess in sessions.items():
-            sess.run(None, {"input": x})
-            runs = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                sess.run(None, {"input": x})
-                runs.append(time.perf_counter() - start)
-            times[name].append(statistics.median(runs))
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -124,8 +107,10 @@ def main(argv=None) -> int:
                     quantized = quantize(model, other, calibration, EXAMPLE)
                     int8 = export_onnx(quantized, EXAMPLE, Path(work) / f"{index}_{label}.onnx")
                     sessions[f"{name}|int8 {label}"] = session(int8, 1)
-        b256 = latency(sessions, 256, args.rounds, 1)
-        b1 = latency(sessions, 1, args.rounds, 20)
+        runners = {name: (lambda x, sess=sess: sess.run(None, {"input": x.numpy()}))
+                   for name, sess in sessions.items()}
+        b256 = interleaved_latency(runners, 256, args.rounds, 3)
+        b1 = interleaved_latency(runners, 1, args.rounds, 20)
     dense = b256["dense|fp32"]
     rows = []
     for key in sessions:
