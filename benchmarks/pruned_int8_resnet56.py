@@ -8,7 +8,9 @@ The thinned model is quantized after training (min/max observers, calibration on
 ``--per-class`` training images of every class, the int8 layout ``--layout``: u8s7 keeps the
 uint8 x int8 kernels of CPUs without VNNI exact, see torchslim.pipelines.quantize). Top-1 on the
 10,000 JPEG CIFAR-10 test images; latency at ``--threads`` threads, the median of ``--rounds``
-round-robin rounds (every model in turn). Targets (issue 10): at least 3x faster than the dense
+round-robin rounds (every model in turn). Each thinned model also gets a second int8 row with
+the layers whose int8 kernels are slower here kept in float (torchslim quantize
+--speed-search). Targets (issue 10): at least 3x faster than the dense
 fp32 model in ONNX Runtime at batch 256, at most 1.5 points below the dense fine-tuned model.
 
 Writes benchmarks/results/pruned_int8_resnet56.{md,csv,json}. Run from the repository root
@@ -23,6 +25,7 @@ after ``make install`` and the pruning benchmark:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +42,7 @@ from torchslim.export.onnx import export_onnx, session
 from torchslim.models import create_model, load_weights
 from torchslim.pipelines.common import machine_meta
 from torchslim.pipelines.quantize import layout_config
+from torchslim.pipelines.speed import paired_latency, select_float_layers
 from torchslim.quantization import QuantConfig, quantize
 from torchslim.train import evaluate
 
@@ -55,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    default=[RUNS / "r56_inner_kd" / "compressed.pt"],
                    help="thinned models (each named by its run directory), all in one run")
     p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--no-speed-search", dest="speed_search", action="store_false",
+                   help="skip the int8 rows with the layers that are faster in float kept "
+                   "float (torchslim quantize --speed-search)")
     p.add_argument("--layout", default="u8s7")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all)")
     p.add_argument("--threads", type=int, default=1)
@@ -83,7 +90,7 @@ def main(argv=None) -> int:
     paths = {"dense fp32 (ONNX Runtime)": export_onnx(dense, example,
                                                       args.work / "dense_fp32.onnx")}
     files = {"dense fp32 (PyTorch)": os.path.getsize(args.dense)}
-    int8_names, agree = [], {}
+    int8_names, agree, speed = [], {}, {}
     for path in args.pruned:
         label = path.parent.name
         pruned = load_weights(create_model("cifar_resnet56"), path).eval()
@@ -95,6 +102,20 @@ def main(argv=None) -> int:
         models[fp32_name] = models[int8_name] = pruned
         int8_names.append(int8_name)
         agree[int8_name] = agreement(quantized, paths[int8_name], evaluation)
+        if args.speed_search:  # int8 only where it is faster here (torchslim.pipelines.speed)
+            print(f"speed search on {label} ...", file=sys.stderr)
+            selection = select_float_layers(
+                pruned, config, calibration, example, args.work,
+                measure=paired_latency(INPUT, 256, threads=args.threads))
+            mixed = quantize(pruned, dataclasses.replace(
+                config, exclude=selection.float_layers), calibration, example)
+            mixed_name = f"{label} int8 {args.layout}, float where faster (ONNX Runtime)"
+            paths[mixed_name] = export_onnx(mixed, example, args.work / f"{label}_mixed.onnx")
+            models[mixed_name] = pruned
+            int8_names.append(mixed_name)
+            agree[mixed_name] = agreement(mixed, paths[mixed_name], evaluation)
+            speed[mixed_name] = selection.to_dict()
+            print(selection.format(), file=sys.stderr)
     print("accuracy ...", file=sys.stderr)
     top1 = {name: evaluate_onnx(path, evaluation, 10, threads=args.threads)
             for name, path in paths.items()}
@@ -138,7 +159,8 @@ def main(argv=None) -> int:
     table = BenchTable(rows, meta={
         **machine_meta(), "threads": args.threads, "dense": str(args.dense),
         "pruned": [str(path) for path in args.pruned], "test_images": len(test),
-        "verdict": verdicts, "calibration": f"first {args.per_class} training images of each class",
+        "verdict": verdicts, "speed_search": speed,
+        "calibration": f"first {args.per_class} training images of each class",
     })
     args.out.mkdir(parents=True, exist_ok=True)
     written = table.write(args.out, stem=args.stem)

@@ -158,3 +158,30 @@ def test_keep_float_excludes_the_most_sensitive_layers(trained, tmp_path, capsys
     assert "sensitivity" in (out / "sensitivity.txt").read_text().lower()
     reloaded = load_weights(create_model("demo_cnn"), out / "quantized.pt")
     assert reloaded.quant_config.exclude == tuple(ranked[:1])
+
+
+def test_speed_search_keeps_the_layers_it_finds_slower_in_int8_in_float(trained, tmp_path,
+                                                                         capsys, monkeypatch):
+    import torchslim.pipelines.quantize as pipeline
+
+    # a stand-in for a CPU where every layer runs faster in float: all four go float
+    monkeypatch.setattr(pipeline, "paired_latency",
+                        lambda *a, **k: (lambda best, trial: (2.0, 1.0)))
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", "demo_cnn", "--weights", trained, "--data", "digits",
+                 "--calibration-images", "100", "--observer", "minmax", "--layouts", "u8s7",
+                 "--speed-search", "--latency-batch", "8", "--repeats", "2", "--out", out,
+                 "--json", "--quiet"]) == 0
+    payload = last_json(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert len(payload["float_for_speed"]) == 4
+    assert sorted(report["speed_search"]["float_layers"]) == sorted(payload["float_for_speed"])
+    assert report["speed_search"]["agreement"] == 1.0  # nothing left to quantize differently
+    assert all(t["kept_float"] for t in report["speed_search"]["trials"])
+    assert "kept in float for speed" in (out / "report.txt").read_text()
+    reloaded = load_weights(create_model("demo_cnn"), out / "quantized.pt")
+    assert set(payload["float_for_speed"]) <= set(reloaded.quant_config.exclude)
+    graph = onnx.load(out / "model_int8.onnx").graph
+    assert not any(n.op_type == "DequantizeLinear" and n.output[0] in
+                   {i for c in graph.node if c.op_type == "Conv" for i in c.input[1:2]}
+                   for n in graph.node)  # no convolution reads an int8 weight

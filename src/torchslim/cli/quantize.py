@@ -71,6 +71,10 @@ def register(sub) -> None:
                    help="int8 layouts to try in ONNX Runtime (u8s7: 7-bit weights, which x86 "
                    "CPUs without VNNI need to stay exact); the fastest faithful one is kept "
                    "(default: u8s8 u8s7)")
+    p.add_argument("--speed-search", action="store_true",
+                   help="keep in float the layers whose int8 kernels make the model slower on "
+                   "this machine, measured in ONNX Runtime a group of same-shaped layers at a "
+                   "time (about 10 s a group for a CIFAR ResNet)")
     p.add_argument("--latency-batch", type=positive_int, default=256,
                    help="the large batch (default: 256)")
     p.add_argument("--repeats", type=positive_int, default=20, help="(default: 20)")
@@ -127,6 +131,7 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         model, config, calibration_batches, make_loader(args, spec, evaluation),
         example, args.out, num_classes=evaluation.num_classes, layouts=args.layouts,
         latency_batch=args.latency_batch, repeats=args.repeats, threads=args.threads,
+        speed_search=args.speed_search,
         meta={**machine_meta(), "model": args.model, "weights": args.weights,
               "dataset": args.data, "split": args.split, "classes": evaluation.classes,
               "edits": edit_records(args.weights),
@@ -144,6 +149,7 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         "float_nodes": run.report.float_nodes,
         "verdict": run.verdict,
         "excluded": list(run.config.exclude),
+        "float_for_speed": list(run.speed.float_layers) if run.speed else [],
         "files": run.files,
     })
 

@@ -63,6 +63,7 @@ from ..export.onnx import RuntimeReport, export_onnx, runtime_report, session
 from ..quantization import QuantConfig, SensitivityReport, quantization_sensitivity, quantize
 from ..quantization.record import quantization_record
 from ..train import evaluate
+from .speed import SpeedSelection, paired_latency, select_float_layers
 
 #: Weight and activation signedness of each layout (see the module docstring).
 LAYOUTS = {
@@ -110,6 +111,9 @@ class QuantizeRun:
     report: RuntimeReport
     verdict: str
     files: dict[str, str] = field(default_factory=dict)
+    speed: SpeedSelection | None = None
+    #: agreement of ONNX Runtime with the simulation after the speed search kept layers in float
+    speed_agreement: float | None = None
 
     @property
     def quantize_seconds(self) -> float:
@@ -177,9 +181,11 @@ def quantize_and_export(
     repeats: int = 20,
     threads: int | None = None,
     meta: dict[str, Any] | None = None,
+    speed_search: bool = False,
 ) -> QuantizeRun:
     """Quantize ``model``, export fp32 and int8 ONNX under ``out_dir`` and measure them (see
-    the module docstring)."""
+    the module docstring). With ``speed_search``, the layers whose int8 kernels make the model
+    slower here are then kept in float (:mod:`torchslim.pipelines.speed`)."""
     unknown = [layout for layout in layouts if layout not in LAYOUTS]
     if unknown or not layouts:
         raise UserError(f"unknown layout {unknown or layouts}: choose from {', '.join(LAYOUTS)}")
@@ -208,6 +214,17 @@ def quantize_and_export(
     faithful = [t for t in trials if t.faithful] or [max(trials, key=lambda t: t.agreement)]
     chosen = min(faithful, key=lambda t: t.latency_bn_ms).layout
     quantized, chosen_config, int8_path = models[chosen]
+    speed = agreement = None
+    if speed_search:
+        speed = select_float_layers(
+            model, chosen_config, calibration, example_input, out,
+            measure=paired_latency(input_shape, latency_batch, threads=threads))
+        if speed.float_layers:
+            chosen_config = dataclasses.replace(
+                chosen_config, exclude=tuple(chosen_config.exclude) + speed.float_layers)
+            quantized = quantize(model, chosen_config, calibration, example_input)
+            export_onnx(quantized, example_input, int8_path)
+            agreement = _agreement(quantized, int8_path, check)
     final = out / "model_int8.onnx"
     os.replace(int8_path, final)
     for layout in layouts:
@@ -215,6 +232,9 @@ def quantize_and_export(
             (out / f"model_int8_{layout}.onnx").unlink(missing_ok=True)
     measure = {"num_classes": num_classes, "latency_batch": latency_batch, "repeats": repeats}
     weights = chosen_config.weight_spec().describe()
+    int8_notes = f"QDQ, {weights} weights"
+    if speed is not None and speed.float_layers:
+        int8_notes += f", {len(speed.float_layers)} layers kept in float for speed"
     summary = summarize(quantized, input_shape)
     simulated = evaluate(quantized, evaluation, num_classes) if evaluation is not None else None
     torch_file = out / "quantized.pt"
@@ -233,12 +253,12 @@ def quantize_and_export(
         measure_onnx_row("fp32 (ONNX Runtime)", fp32_path, model, input_shape, evaluation,
                          threads=threads, **measure),
         measure_onnx_row(f"int8 {chosen} (ONNX Runtime)", final, model, input_shape,
-                         evaluation, threads=threads, notes=f"QDQ, {weights} weights",
-                         **measure),
+                         evaluation, threads=threads, notes=int8_notes, **measure),
     ]
     report = runtime_report(final, out)
     verdict = _verdict(rows[2], rows[3], chosen_config)
-    run = QuantizeRun(quantized, chosen_config, chosen, trials, rows, report, verdict)
+    run = QuantizeRun(quantized, chosen_config, chosen, trials, rows, report, verdict,
+                      speed=speed, speed_agreement=agreement)
     table = BenchTable(rows, meta=dict(meta or {}))
     run.files = {kind: str(path) for kind, path in table.write(out).items()}
     run.files.update(fp32_onnx=str(fp32_path), int8_onnx=str(final), model=str(torch_file))
@@ -289,6 +309,11 @@ def format_report(run: QuantizeRun) -> str:
     lines.append(f"chosen: {run.chosen} ({run.config.weight_spec().describe()} weights, "
                  f"{run.config.activation_spec().describe()} activations, observer "
                  f"{run.config.observer})")
+    if run.speed is not None:
+        lines.append(run.speed.format())
+        if run.speed_agreement is not None:
+            lines.append(f"  agreement with the simulation after: "
+                         f"{100 * run.speed_agreement:.2f} %")
     lines.append(run.report.format())
     lines.append(run.verdict)
     return "\n".join(lines)
@@ -305,4 +330,6 @@ def report_dict(run: QuantizeRun) -> dict[str, Any]:
         "float_nodes": run.report.float_nodes,
         "verdict": run.verdict,
         "rows": [row.to_dict() for row in run.rows],
+        "speed_search": None if run.speed is None else {
+            **run.speed.to_dict(), "agreement": run.speed_agreement},
     }

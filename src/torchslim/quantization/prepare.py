@@ -17,7 +17,10 @@ after every value an int8 runtime requantizes:
   on int8).
 
 Layers named in ``config.exclude`` stay in float: no weight quantizer, no quantizer after them,
-and none on a model input that only they read.
+and none on a model input that only they read. What computes on their outputs (additions,
+activations, pooling) stays in float too, up to the next quantized layer, whose input is
+quantized there: a float region costs the runtime one dequantize and one quantize at its edges,
+not a pair around every excluded layer.
 
 :func:`calibrate` runs batches through the prepared model with the observers recording (nothing
 is rounded yet); :func:`freeze` fixes every scale and zero point; :func:`quantize` does the three.
@@ -286,12 +289,19 @@ def _insert_activation_quantizers(
         return None
 
     outputs = {n for n in graph.nodes if n.op == "output" for n in n.all_input_nodes}
+    floating: set[fx.Node] = set()  # values computed in float: excluded layers and what follows
     for node in graph.nodes:
-        if node.op in ("output", "get_attr") or not _is_float_tensor(node):
-            continue
-        if node.op == "call_module" and node.target in excluded:
+        if node.op in ("output", "get_attr"):
             continue
         layer = module.get_submodule(node.target) if node.op == "call_module" else None
+        quantized_layer = isinstance(layer, QuantConv | QuantLinear | QuantConvBn)
+        if (node.op == "call_module" and node.target in excluded) or (
+            not quantized_layer and any(a in floating for a in node.all_input_nodes)
+        ):
+            floating.add(node)  # float in, float out: no quantizer until a quantized layer
+            continue
+        if not _is_float_tensor(node):
+            continue
         if node in outputs and isinstance(layer, QuantConv | QuantLinear | QuantConvBn):
             continue  # the model's output stays in float: the last layer dequantizes it
         source = node.all_input_nodes[0] if node.all_input_nodes else None
@@ -310,6 +320,15 @@ def _insert_activation_quantizers(
                 continue
         own.append(node)
         grid[node] = node
+    for node in graph.nodes:  # a float value a quantized layer reads is quantized there
+        if node in floating and _is_float_tensor(node) and any(
+            user.op == "call_module" and isinstance(
+                module.get_submodule(user.target), QuantConv | QuantLinear | QuantConvBn)
+            for user in node.users
+        ):
+            own.append(node)
+            grid[node] = node
+
     def float_users_only(node: fx.Node) -> bool:  # a model input only excluded layers read
         return node.op == "placeholder" and bool(node.users) and all(
             user.op == "call_module" and user.target in excluded for user in node.users)
