@@ -2,7 +2,9 @@
 
 Speed does not depend on the weights, so the models are the zoo's ResNet-56 pruned by filter norm
 at uniform ratios, thinned, exported, and (int8) quantized with min/max observers on random
-calibration batches in torchslim's default layout (u8s7; the other layouts too for one model).
+calibration batches in torchslim's default layout (u8s7; the other layouts too for one model);
+three models also get an int8 row with the layers whose int8 kernels are slower here kept in
+float (``torchslim quantize --speed-search``, torchslim.pipelines.speed).
 Three ways to prune: the inner channels of each residual block only (``layer*.*.conv1``: the
 residual stream keeps its width), every channel group (the residual streams too), and every group
 keeping a multiple of 8 channels (``round_to=8``). Latency at batch 256 (and 1), one thread, the
@@ -33,6 +35,7 @@ from torchslim.graph import build_graph
 from torchslim.models import create_model
 from torchslim.pipelines.common import machine_meta
 from torchslim.pipelines.quantize import layout_config
+from torchslim.pipelines.speed import paired_latency, select_float_layers
 from torchslim.pruning.masks import Masks
 from torchslim.pruning.structured import FilterNormPruner
 from torchslim.pruning.thinning import thin
@@ -51,6 +54,8 @@ VARIANTS = [
     ("all 65 %", 0.65, "all", 1),
     ("all 65 %, round_to 8", 0.65, "all", 8),
 ]
+#: variants that also get an int8 row with the layers faster in float kept float
+SEARCHED = ("dense", "all 50 %", "all 65 %, round_to 8")
 #: int8 layouts also tried on "all 50 %": (name, layout, per-channel weights)
 LAYOUTS = [("u8s8", "u8s8", True), ("s8s8", "s8s8", True), ("u8u8", "u8u8", True),
            ("u8s7 per tensor", "u8s7", False)]
@@ -87,7 +92,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     calibration = [torch.randn(32, 3, 32, 32) for _ in range(4)]
     config = layout_config(QuantConfig(observer="minmax"), "u8s7")
-    sessions, info = {}, {}
+    sessions, info, searched = {}, {}, {}
     dense_macs = summarize(create_model("cifar_resnet56"), (3, 32, 32)).macs
     with tempfile.TemporaryDirectory() as work:
         for index, (name, ratio, groups, round_to) in enumerate(VARIANTS):
@@ -96,10 +101,20 @@ def main(argv=None) -> int:
                           "widths": widths(model)}
             path = Path(work) / f"{index}.onnx"
             sessions[f"{name}|fp32"] = session(export_onnx(model, EXAMPLE, path), 1)
-            if ratio:
+            if ratio or name in SEARCHED:
                 quantized = quantize(model, config, calibration, EXAMPLE)
                 int8 = export_onnx(quantized, EXAMPLE, Path(work) / f"{index}_int8.onnx")
                 sessions[f"{name}|int8"] = session(int8, 1)
+            if name in SEARCHED:  # int8 only where it is faster here (quantize --speed-search)
+                selection = select_float_layers(
+                    model, config, calibration, EXAMPLE, work,
+                    measure=paired_latency((3, 32, 32), 256, threads=1))
+                mixed = quantize(model, dataclasses.replace(
+                    config, exclude=selection.float_layers), calibration, EXAMPLE)
+                path = export_onnx(mixed, EXAMPLE, Path(work) / f"{index}_mixed.onnx")
+                sessions[f"{name}|int8, float where faster"] = session(path, 1)
+                searched[name] = selection.to_dict()
+                print(selection.format())
             if name == "all 50 %":
                 for label, layout, per_channel in LAYOUTS:
                     other = dataclasses.replace(layout_config(QuantConfig(observer="minmax"),
@@ -119,6 +134,7 @@ def main(argv=None) -> int:
                      "widths": info[name]["widths"], "b1_ms": round(b1[key], 3),
                      "b256_ms": round(b256[key], 1), "speedup_b256": round(dense / b256[key], 2)})
     meta = {**machine_meta(), "threads": 1, "rounds": args.rounds, "layout": "u8s7",
+            "speed_search": searched,
             "load_average": [round(v, 2) for v in os.getloadavg()]}
     lines = [
         "# Thinned ResNet-56: MACs against speed in ONNX Runtime",
@@ -138,6 +154,13 @@ def main(argv=None) -> int:
         lines.append(f"| {row['model']} | {row['precision']} | {row['macs']:.2f} | "
                      f"{row['widths']} | {row['b1_ms']:.2f} | {row['b256_ms']:.1f} | "
                      f"{row['speedup_b256']:.2f}x |")
+    lines += ["", "\"int8, float where faster\": the layer groups (same shape) that the speed "
+              "search kept in float, measured in the whole model at batch 256:", ""]
+    for name, found in searched.items():
+        total = sum(trial["layers"] for trial in found["trials"])
+        kept = [f"{t['group']} ({t['layers']})" for t in found["trials"] if t["kept_float"]]
+        lines.append(f"- {name}: {len(found['float_layers'])} of {total} layers in float"
+                     + (f": {', '.join(kept)}" if kept else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "thinned_speed_resnet56.md", "\n".join(lines) + "\n")
     atomic_write_text(args.out / "thinned_speed_resnet56.json",

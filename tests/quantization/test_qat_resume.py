@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from torchslim.models import create_model
-from torchslim.quantization import QuantConfig
+from torchslim.quantization import QuantConfig, Quantizer
 from torchslim.quantization.steps import QuantizationStep
 from torchslim.schedule import CompressionScheduler, Policy
-from torchslim.train import TrainConfig, Trainer
+from torchslim.train import Callback, TrainConfig, Trainer
 
 
 def _batches():
@@ -43,5 +43,43 @@ def test_learned_quantizers_resume_exactly(method, fold_bn, tmp_path):
     _run(tmp_path / "b", 1, method, fold_bn)
     resumed, trainer = _run(tmp_path / "b", 3, method, fold_bn, resume=True)
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [5e-4, 0.0]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key
+
+
+class _Kill(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_minibatch_end(self, epoch, minibatch_id, minibatches_per_epoch, **kw):
+        if (epoch, minibatch_id) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("method", ["static", "lsq"])
+def test_quantization_aware_training_resumes_within_an_epoch(method, tmp_path):
+    """Killed after minibatch 1 of epoch 1, the observers still observing until epoch 2 (a
+    reloaded quantized model starts frozen): the resumed run sets the quantizers' flags again
+    (on_epoch_resume) and ends where an uninterrupted run ends."""
+
+    def run(out, kill=None, resume=False):
+        torch.manual_seed(0)
+        model = create_model("demo_cnn")
+        schedule = CompressionScheduler(model, example_input=torch.zeros(1, 1, 8, 8))
+        schedule.add(QuantizationStep(QuantConfig(method=method), calibration_batches=1,
+                                      freeze_observers_epoch=2), Policy(0), "q")
+        config = TrainConfig(epochs=3, lr=0.05, device="cpu", checkpoint_minutes=1e-9)
+        trainer = Trainer(model, _batches(), config, callbacks=[schedule, _Kill(kill)],
+                          out_dir=out, progress=False)
+        trainer.fit(resume=resume)
+        return model
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", kill=(1, 1))
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["position"]["step"] == 1
+    resumed = run(tmp_path / "b", resume=True)
+    observing = [q.observing for q in resumed.modules() if isinstance(q, Quantizer)]
+    assert observing and not any(observing)  # frozen, as in the uninterrupted run
     for key, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key

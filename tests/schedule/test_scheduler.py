@@ -216,3 +216,28 @@ policies:
 """)
     scheduler = build_scheduler(recipe, create_model("demo_cnn"))
     assert scheduler.entries[0].step.steps_per_epoch == 20
+
+
+class _Holding(Step):
+    """A step that holds state no checkpoint saves while ``holding``."""
+
+    def __init__(self, holding):
+        self.holding, self.resumed = holding, []
+
+    def on_epoch_resume(self, ctx):
+        self.resumed.append(ctx.epoch)
+
+    def mid_epoch_checkpoint_ok(self):
+        return not self.holding
+
+
+def test_mid_epoch_resume_reaches_the_firing_steps_and_any_step_can_veto_the_checkpoint():
+    scheduler = CompressionScheduler(nn.Linear(2, 2))
+    early, late = _Holding(False), _Holding(False)
+    scheduler.add(early, Policy(0, 2), "early")
+    scheduler.add(late, Policy(2), "late")
+    scheduler.on_epoch_resume(1)
+    assert early.resumed == [1] and late.resumed == []
+    assert scheduler.mid_epoch_checkpoint_ok()
+    late.holding = True
+    assert not scheduler.mid_epoch_checkpoint_ok()

@@ -173,6 +173,70 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(resumed_model.state_dict()[key], value, atol=1e-6), key
 
 
+class Crash(Callback):
+    """Raises after the optimizer step of minibatch ``step`` of ``epoch`` (a killed run)."""
+
+    def __init__(self, epoch=None, step=None, resumable=True):
+        self.at, self.resumable = (epoch, step), resumable
+        self.resumed, self.begun, self.steps = [], [], []
+
+    def on_epoch_begin(self, epoch, **kw):
+        self.begun.append(epoch)
+
+    def on_epoch_resume(self, epoch, **kw):
+        self.resumed.append(epoch)
+
+    def on_minibatch_end(self, epoch, minibatch_id, minibatches_per_epoch, **kw):
+        self.steps.append((epoch, minibatch_id))
+        if (epoch, minibatch_id) == self.at:
+            raise KeyboardInterrupt
+
+    def mid_epoch_checkpoint_ok(self):
+        return self.resumable
+
+
+def test_a_run_killed_within_an_epoch_resumes_from_the_minibatch_it_reached(tmp_path):
+    config = TrainConfig(epochs=3, lr=0.1, seed=3, device="cpu", checkpoint_minutes=1e-9)
+    full = make_model()
+    straight = Trainer(full, ShuffledBatches(), config, out_dir=tmp_path / "a",
+                       callbacks=[Crash()], eval_batches=ShuffledBatches(),
+                       progress=False).fit()
+
+    killed = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path / "b",
+                     callbacks=[Crash(1, 2)], eval_batches=ShuffledBatches(), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["position"]["epoch"] == 1
+    assert state["position"]["step"] == 2  # minibatches 0 and 1 of epoch 1 were saved
+
+    model, crash = make_model(), Crash()
+    resumed = Trainer(model, ShuffledBatches(), config, out_dir=tmp_path / "b",
+                      callbacks=[crash], eval_batches=ShuffledBatches(), progress=False)
+    history = resumed.fit(resume=True)
+    assert crash.resumed == [1] and crash.begun == [2]  # on_epoch_resume for the resumed epoch
+    assert crash.steps[:2] == [(1, 2), (1, 3)]  # the minibatches trained before are skipped
+    for key, value in full.state_dict().items():
+        assert torch.allclose(model.state_dict()[key], value, atol=1e-6), key
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    for a, b in zip(straight, history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["train_top1"] == pytest.approx(b["train_top1"]) and a["lr"] == b["lr"]
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["position"] is None
+
+
+def test_no_checkpoint_within_an_epoch_while_a_callback_cannot_resume_from_it(tmp_path):
+    config = TrainConfig(epochs=2, lr=0.1, device="cpu", checkpoint_minutes=1e-9)
+    killed = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path,
+                     callbacks=[Crash(1, 2, resumable=False)], progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["position"] is None  # the end of epoch 0
+    with pytest.raises(UserError, match="checkpoint minutes"):
+        TrainConfig(checkpoint_minutes=-1).validate()
+
+
 def test_resume_without_checkpoint_is_a_user_error(tmp_path):
     trainer = Trainer(make_model(), ShuffledBatches(), TrainConfig(), out_dir=tmp_path,
                       progress=False)

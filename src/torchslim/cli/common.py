@@ -160,6 +160,11 @@ def add_train_args(
     )
     parser.add_argument("--out", type=Path, default=out, help=f"(default: {out})")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, metavar="M",
+        help="also write OUT/checkpoint.pt within an epoch every M minutes, so that --resume "
+        "after a crash loses minutes, not an epoch (0: after every epoch only; default: 10)",
+    )
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -283,4 +288,5 @@ def train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:
         step_size=args.step_size, milestones=list(args.milestones), gamma=args.gamma,
         seed=args.seed, channels_last=args.channels_last,
         device=getattr(args, "device", "auto"), amp=getattr(args, "amp", None),
+        checkpoint_minutes=args.checkpoint_minutes,
     )

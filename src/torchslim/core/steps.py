@@ -128,6 +128,15 @@ class Step:
         """After the last minibatch of a firing epoch; a dict for the schedule log."""
         return None
 
+    def on_epoch_resume(self, ctx: StepContext) -> None:
+        """Instead of :meth:`on_epoch_begin` when training resumes within a firing epoch: set
+        up again what ``on_epoch_begin`` set up that neither the model nor :meth:`state_dict`
+        holds (hooks, flags)."""
+
+    def mid_epoch_checkpoint_ok(self) -> bool:
+        """Whether a checkpoint written now, within an epoch, resumes correctly."""
+        return True
+
     def finish(self) -> None:
         """Training is over: remove what the step hooked into models."""
 

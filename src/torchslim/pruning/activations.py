@@ -214,6 +214,9 @@ class CollectingPruneStep(StructuredPruneStep):
         self._watching = True
         return {"collecting": self.collect_batches}
 
+    def mid_epoch_checkpoint_ok(self) -> bool:
+        return not self._watching  # the statistics collected so far are not checkpointed
+
     def on_minibatch_begin(self, ctx: StepContext, minibatch_id: int,
                            minibatches_per_epoch: int) -> None:
         last = minibatches_per_epoch - 1 if minibatches_per_epoch > 0 else self.collect_batches

@@ -99,6 +99,11 @@ class QuantizationStep(Step):
         return {"quantizers": len(self._quantizers(ctx.model)),
                 "observing": any(q.observing for q in self._quantizers(ctx.model))}
 
+    def on_epoch_resume(self, ctx: StepContext) -> None:
+        if not is_prepared(ctx.model):
+            self._prepare(ctx)
+        self._set_phase(ctx)  # observing and quantizing are flags, not checkpointed state
+
     def on_minibatch_begin(
         self, ctx: StepContext, minibatch_id: int, minibatches_per_epoch: int
     ) -> None:

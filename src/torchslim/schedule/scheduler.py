@@ -140,6 +140,15 @@ class CompressionScheduler(Callback):
         """Run the steps whose policies fire on ``epoch`` (pruners set their new masks)."""
         self._record(epoch, self._run("on_epoch_begin", epoch, optimizer))
 
+    def on_epoch_resume(self, epoch: int, optimizer=None, **kwargs: Any) -> None:
+        """Training resumes within ``epoch``: the firing steps set up their hooks again."""
+        for entry in self._firing(epoch):
+            entry.step.on_epoch_resume(self._context(entry, epoch, optimizer))
+
+    def mid_epoch_checkpoint_ok(self) -> bool:
+        """Whether every step can resume from a checkpoint written now."""
+        return all(entry.step.mid_epoch_checkpoint_ok() for entry in self.entries)
+
     def on_minibatch_begin(
         self, epoch: int, minibatch_id: int, minibatches_per_epoch: int, optimizer=None,
         **kwargs: Any,

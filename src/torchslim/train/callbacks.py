@@ -76,6 +76,16 @@ class Callback:
     def on_epoch_end(self, epoch: int, **kwargs: Any) -> None:
         """After the last minibatch (and evaluation, whose numbers come as ``metrics``)."""
 
+    def on_epoch_resume(self, epoch: int, **kwargs: Any) -> None:
+        """Instead of :meth:`on_epoch_begin` when training resumes from a checkpoint written
+        within ``epoch``: set up again what ``on_epoch_begin`` set up and :meth:`state_dict`
+        does not hold (hooks, flags)."""
+
+    def mid_epoch_checkpoint_ok(self) -> bool:
+        """Whether a checkpoint written now, within an epoch, resumes correctly (False while
+        the callback holds state that :meth:`state_dict` does not save)."""
+        return True
+
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Parameters this callback trains outside the model (a distillation adapter, say),
         by name. The trainer names the optimizer's parameters with these in its checkpoints, so

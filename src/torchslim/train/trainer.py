@@ -67,7 +67,8 @@ class TrainConfig:
     ``device`` is ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or
     ``"cuda:N"``. ``amp`` turns float16 mixed precision (autocast and loss scaling) on or off;
     None means on exactly when the device is CUDA. ``label_smoothing`` applies to the default
-    cross-entropy loss.
+    cross-entropy loss. ``checkpoint_minutes`` > 0 also writes the checkpoint within an epoch,
+    every that many minutes, so a crash loses minutes, not an epoch (see :class:`Trainer`).
 
     Example::
 
@@ -92,11 +93,15 @@ class TrainConfig:
     channels_last: bool = True
     device: str = "auto"
     amp: bool | None = None
+    checkpoint_minutes: float = 0.0
 
     def validate(self) -> None:
         """Raise :class:`UserError` for values that cannot work."""
         if self.epochs < 1:
             raise UserError(f"epochs must be at least 1, got {self.epochs}")
+        if not self.checkpoint_minutes >= 0:
+            raise UserError(f"checkpoint minutes must be >= 0 (0: after every epoch only), got "
+                            f"{self.checkpoint_minutes}")
         if self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
@@ -278,6 +283,13 @@ class Trainer:
     which makes shuffling repeatable after a resume. With ``out_dir``, the trainer writes
     ``checkpoint.pt`` (model, optimizer, LR scheduler, loss scaler, epoch, RNG and callback
     states) after every epoch, ``metrics.csv``, and ``model.pt`` (the final state_dict) at the end.
+    With ``config.checkpoint_minutes`` it also checkpoints within an epoch (with the minibatch
+    reached and the epoch's running sums) when every callback allows it (a callback's
+    ``mid_epoch_checkpoint_ok()``; :class:`~torchslim.train.Callback` says yes, objects without
+    the method say no). A run resumed from such a checkpoint calls ``on_epoch_resume`` instead of
+    ``on_epoch_begin`` and skips the minibatches already trained: exactly the batches an
+    uninterrupted run sees when ``train_batches`` is a pure function of its epoch (as
+    :class:`torchslim.data.BatchLoader` is).
 
     ``loss_fn(outputs, targets, batch)`` returns the scalar loss, ``batch`` being the
     ``(inputs, targets)`` pair on the training device; default: cross entropy with
@@ -336,6 +348,8 @@ class Trainer:
         self.lr_scheduler = make_lr_scheduler(self.optimizer, config)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
+        self._position: dict[str, Any] | None = None  # where a mid-epoch checkpoint stopped
+        self._epoch_lr = config.lr
 
     def _cross_entropy(self, outputs: torch.Tensor, targets: torch.Tensor, batch: tuple):
         return F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
@@ -370,12 +384,14 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
 
-    def _save_checkpoint(self, epoch: int) -> None:
+    def _save_checkpoint(self, epoch: int, position: dict[str, Any] | None = None) -> None:
+        """``epoch``: the last finished epoch; ``position``: where within the next one."""
         if self.out_dir is None:
             return
         state = {
             "format": "torchslim.train.checkpoint/1",
             "epoch": epoch,
+            "position": position,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "optimizer_params": self._optimizer_param_names(),
@@ -470,11 +486,18 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], self.device)
         self.history = list(state["history"])
-        self.start_epoch = state["epoch"] + 1
+        self._position = state.get("position")
+        self.start_epoch = (self._position["epoch"] if self._position is not None
+                            else state["epoch"] + 1)
         return self.start_epoch
 
     # -- the loop ----------------------------------------------------------------------------
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    def _mid_epoch_ok(self) -> bool:
+        return all(callable(getattr(cb, "mid_epoch_checkpoint_ok", None))
+                   and cb.mid_epoch_checkpoint_ok() for cb in self.callbacks)
+
+    def _train_epoch(self, epoch: int, position: dict[str, Any] | None = None,
+                     started: float = 0.0) -> dict[str, float]:
         model, optimizer = self.model, self.optimizer
         model.train()
         # Again every epoch: thinning between epochs builds new, contiguous weights.
@@ -490,7 +513,13 @@ class Trainer:
         steps = total if total is not None else -1
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen, classified = 0, True
+        seen, classified, first = 0, True, 0
+        if position is not None:  # resumed within this epoch: its sums so far
+            loss_sum += position["loss_sum"]
+            correct += position["correct"]
+            seen, classified, first = position["seen"], position["classified"], position["step"]
+        every = self.config.checkpoint_minutes * 60.0
+        saved = time.perf_counter()
         bar = tqdm(
             self.train_batches,
             total=total,
@@ -500,6 +529,8 @@ class Trainer:
             mininterval=0.1 if sys.stderr.isatty() else 10.0,  # few updates in log files
         )
         for step, (inputs, targets) in enumerate(bar):
+            if step < first:
+                continue  # trained before the checkpoint this run resumed from
             inputs, targets = self._to_device(inputs), self._to_device(targets)
             if channels_last and _is_tensor(inputs, dim=4):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -529,6 +560,14 @@ class Trainer:
             if classified:
                 correct += (outputs.detach().argmax(1) == targets).sum()
             seen += count
+            if (every and self.out_dir is not None and step + 1 != steps
+                    and time.perf_counter() - saved >= every and self._mid_epoch_ok()):
+                self._save_checkpoint(epoch - 1, {
+                    "epoch": epoch, "step": step + 1, "loss_sum": loss_sum.item(),
+                    "correct": int(correct.item()), "seen": seen, "classified": classified,
+                    "seconds": time.perf_counter() - started, "lr": self._epoch_lr,
+                })
+                saved = time.perf_counter()
             if self.progress:
                 shown = {"loss": f"{loss_sum.item() / seen:.4f}"}
                 if classified:
@@ -581,10 +620,17 @@ class Trainer:
             seed_everything(self.config.seed)
         metrics_log = _MetricsLog(self.out_dir)
         for epoch in range(self.start_epoch, self.config.epochs):
-            started = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self._call("on_epoch_begin", epoch)
-            row: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_epoch(epoch)}
+            position, self._position = self._position, None
+            # a resumed epoch counts the seconds it ran before the checkpoint
+            started = time.perf_counter() - (position["seconds"] if position else 0.0)
+            lr = position["lr"] if position else self.optimizer.param_groups[0]["lr"]
+            self._epoch_lr = lr
+            if position is None:
+                self._call("on_epoch_begin", epoch)
+            else:  # within an epoch: its beginning happened before the checkpoint
+                self._call("on_epoch_resume", epoch)
+            row: dict[str, Any] = {"epoch": epoch, "lr": lr,
+                                   **self._train_epoch(epoch, position, started)}
             if self.eval_batches is not None and self.metrics:
                 row.update(self.evaluate_metrics())
             align_lr_scheduler(self.lr_scheduler)
