@@ -84,6 +84,50 @@ def test_excluded_layers_stay_in_float_and_unknown_names_are_user_errors():
         prepare(Block().eval(), torch.zeros(1, 3, 8, 8), QuantConfig(exclude=("convv",)))
 
 
+def test_a_float_region_ends_at_the_next_quantized_layer():
+    """Excluding one convolution of a ResNet block leaves that block's addition in float and
+    quantizes again where the next block reads it; the rest of the model is as before."""
+    model, x = create_model("cifar_resnet20").eval(), torch.zeros(1, 3, 32, 32)
+    full = activation_quantizers(prepare(model, x, QuantConfig()))
+    kept = prepare(model, x, QuantConfig(exclude=("layer1.0.conv2",)))
+    assert set(full) - set(activation_quantizers(kept)) == {"layer1_0_conv2"}
+    assert set(activation_quantizers(kept)) <= set(full)
+    code = kept._quantized_forward.code
+    assert "add = layer1_0_bn2 + quant_relu" in code  # the float addition
+    assert "layer1_1_conv1 = getattr(self.layer1, \"1\").conv1(quant_relu_2)" in code
+
+
+class FloatEdges(nn.Module):
+    """A float region whose value a quantized layer reads, the model returns, and whose shape
+    another value's view uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(3, 4, 1)
+        self.second = nn.Conv2d(4, 4, 1)
+        self.other = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        f = torch.relu(self.first(x))
+        g = self.other(x).reshape(f.size(0), -1)
+        return self.second(f), f, g
+
+
+def test_a_float_region_stays_float_where_returned_and_shapes_do_not_spread_it():
+    torch.manual_seed(0)
+    model, x = FloatEdges().eval(), torch.randn(2, 3, 4, 4)
+    quantized = quantize(model, QuantConfig(exclude=("first",)), [x], x[:1])
+    quantizers = activation_quantizers(quantized)
+    assert "relu" in quantizers  # where `second` reads the float region
+    assert isinstance(quantizers["reshape"], SharedQuantize)  # the grid of `other`'s output
+    with torch.no_grad():
+        _, f, _ = quantized(x)
+        # returned as computed, not rounded to the grid `second` reads it on
+        expected = torch.relu(quantized.first(quantized.quant_x(x)))
+        assert torch.equal(f, expected)
+        assert not torch.equal(quantized.quant_relu(expected), expected)
+
+
 def test_bad_inputs_are_user_errors():
     class Branchy(nn.Module):
         def __init__(self):

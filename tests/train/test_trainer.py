@@ -195,14 +195,22 @@ class Crash(Callback):
         return self.resumable
 
 
-def test_a_run_killed_within_an_epoch_resumes_from_the_minibatch_it_reached(tmp_path):
+def data_loader():
+    """A DataLoader that shuffles with the global generator when its iteration starts."""
+    data = ShuffledBatches()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x, data.y),
+                                       batch_size=16, shuffle=True)
+
+
+@pytest.mark.parametrize("loader", [ShuffledBatches, data_loader])
+def test_a_run_killed_within_an_epoch_resumes_from_the_minibatch_it_reached(tmp_path, loader):
     config = TrainConfig(epochs=3, lr=0.1, seed=3, device="cpu", checkpoint_minutes=1e-9)
     full = make_model()
-    straight = Trainer(full, ShuffledBatches(), config, out_dir=tmp_path / "a",
+    straight = Trainer(full, loader(), config, out_dir=tmp_path / "a",
                        callbacks=[Crash()], eval_batches=ShuffledBatches(),
                        progress=False).fit()
 
-    killed = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path / "b",
+    killed = Trainer(make_model(), loader(), config, out_dir=tmp_path / "b",
                      callbacks=[Crash(1, 2)], eval_batches=ShuffledBatches(), progress=False)
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
@@ -211,7 +219,7 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_minibatch_it_reached(tmp_
     assert state["position"]["step"] == 2  # minibatches 0 and 1 of epoch 1 were saved
 
     model, crash = make_model(), Crash()
-    resumed = Trainer(model, ShuffledBatches(), config, out_dir=tmp_path / "b",
+    resumed = Trainer(model, loader(), config, out_dir=tmp_path / "b",
                       callbacks=[crash], eval_batches=ShuffledBatches(), progress=False)
     history = resumed.fit(resume=True)
     assert crash.resumed == [1] and crash.begun == [2]  # on_epoch_resume for the resumed epoch
@@ -225,10 +233,18 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_minibatch_it_reached(tmp_
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["position"] is None
 
 
-def test_no_checkpoint_within_an_epoch_while_a_callback_cannot_resume_from_it(tmp_path):
+class SetsUpEachEpoch(Callback):
+    """Overrides on_epoch_begin but not on_epoch_resume: assumed to hold unsaved state."""
+
+    def on_epoch_begin(self, epoch, **kw):
+        self.epoch = epoch
+
+
+@pytest.mark.parametrize("other", [SetsUpEachEpoch, lambda: Crash(resumable=False), object])
+def test_no_checkpoint_within_an_epoch_while_a_callback_cannot_resume_from_it(tmp_path, other):
     config = TrainConfig(epochs=2, lr=0.1, device="cpu", checkpoint_minutes=1e-9)
     killed = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path,
-                     callbacks=[Crash(1, 2, resumable=False)], progress=False)
+                     callbacks=[Crash(1, 2), other()], progress=False)
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)

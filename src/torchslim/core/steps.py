@@ -133,9 +133,16 @@ class Step:
         up again what ``on_epoch_begin`` set up that neither the model nor :meth:`state_dict`
         holds (hooks, flags)."""
 
+    #: Whether the step resumes from a checkpoint written within a firing epoch; None: only
+    #: if it does not override :meth:`on_epoch_begin`, or also overrides
+    #: :meth:`on_epoch_resume`. Steps whose ``on_epoch_begin`` leaves all it does in the model,
+    #: the masks, the edits or :meth:`state_dict` say True.
+    resumes_mid_epoch: ClassVar[bool | None] = None
+
     def mid_epoch_checkpoint_ok(self) -> bool:
-        """Whether a checkpoint written now, within an epoch, resumes correctly."""
-        return True
+        """Whether a checkpoint written now, within an epoch, resumes correctly (see
+        :attr:`resumes_mid_epoch`)."""
+        return resumes_mid_epoch(self, Step)
 
     def finish(self) -> None:
         """Training is over: remove what the step hooked into models."""
@@ -150,6 +157,17 @@ class Step:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def resumes_mid_epoch(obj: Any, base: type) -> bool:
+    """``obj.resumes_mid_epoch`` if set, else whether ``obj`` (an instance of a subclass of
+    ``base``) leaves ``on_epoch_begin`` alone or sets itself up again in ``on_epoch_resume``."""
+    declared = getattr(obj, "resumes_mid_epoch", None)
+    if declared is not None:
+        return bool(declared)
+    cls = type(obj)
+    return (cls.on_epoch_begin is base.on_epoch_begin
+            or cls.on_epoch_resume is not base.on_epoch_resume)
 
 
 def as_step(method: Any) -> Step:

@@ -127,6 +127,9 @@ class KnowledgeDistillation(Step):
         if self.hints is not None:  # a step may have replaced a hint layer (factorization)
             self.hints.follow(ctx.model)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         optimizer = ctx.optimizer
         if self.hints is not None and optimizer is not None:

@@ -61,6 +61,9 @@ class FactorizationStep(Step):
         options = {k: v for k, v in self.options.items() if k != "reinitialize"}
         plan_factorization(ctx.model, self.method, **options)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.done:
             return None

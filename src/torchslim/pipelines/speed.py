@@ -121,13 +121,13 @@ def layer_groups(model: nn.Module, example_input: torch.Tensor,
         return hook
 
     handles = [modules[n].register_forward_hook(record(n)) for n in names]
+    was_training = model.training
     try:
         with torch.no_grad():
-            was_training = model.training
             model.eval()
             model(example_input[:1])
-            model.train(was_training)
     finally:
+        model.train(was_training)
         for handle in handles:
             handle.remove()
     grouped: dict[str, list[str]] = {}
@@ -153,6 +153,11 @@ def _key(module: nn.Module, size: tuple[int, ...]) -> str:
         text += f" s{'x'.join(map(str, conv.stride))}"
     if conv.groups != 1:
         text += f" g{conv.groups}"
+    if any(d != 1 for d in conv.dilation):
+        text += f" d{'x'.join(map(str, conv.dilation))}"
+    padding = conv.padding
+    if padding != tuple(k // 2 for k in conv.kernel_size):  # other than the common "same"
+        text += f" p{'x'.join(map(str, padding)) if isinstance(padding, tuple) else padding}"
     return f"{text} at {'x'.join(map(str, size))}" if size else text
 
 
@@ -198,13 +203,12 @@ def select_float_layers(
     work.mkdir(parents=True, exist_ok=True)
     best_path = work / "speed_best.onnx"
     trial_path = work / "speed_trial.onnx"
-    base = quantize(model, config, first, example_input)
-    export_onnx(base, example_input, best_path)
-    groups = layer_groups(model, example_input, quantized_layers(base))
     kept: list[str] = []
     trials = []
     try:
-        for group in groups:
+        base = quantize(model, config, first, example_input)
+        export_onnx(base, example_input, best_path)
+        for group in layer_groups(model, example_input, quantized_layers(base)):
             exclude = tuple(config.exclude) + tuple(kept) + group.layers
             trial = quantize(model, dataclasses.replace(config, exclude=exclude), first,
                              example_input)

@@ -215,7 +215,8 @@ class CollectingPruneStep(StructuredPruneStep):
         return {"collecting": self.collect_batches}
 
     def mid_epoch_checkpoint_ok(self) -> bool:
-        return not self._watching  # the statistics collected so far are not checkpointed
+        # the statistics collected so far, and the epoch's result, are not checkpointed
+        return not self._watching and not self._result
 
     def on_minibatch_begin(self, ctx: StepContext, minibatch_id: int,
                            minibatches_per_epoch: int) -> None:

@@ -127,6 +127,9 @@ class StructureThresholdStep(Step):
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         params = dict(ctx.model.named_parameters())
         weights = [(name, params[name], threshold, grouping)

@@ -85,6 +85,9 @@ class BaiduRNNStep(Step):
         self.threshold(ctx.policy.first if ctx.policy is not None else 0, ctx.policy)
         masks_of(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         masks = masks_of(ctx)
         sparsity, thresholds = {}, {}

@@ -93,6 +93,9 @@ class SplicingStep(Step):
                 for name, (module, _) in self.targets.items()
                 if parametrize.is_parametrized(module, "weight")}
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         if self.first_epoch is None:
             self.first_epoch = ctx.epoch

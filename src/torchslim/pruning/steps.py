@@ -53,6 +53,9 @@ class PruneStep(Step):
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         return {"sparsity": self.pruner.prune(masks_of(ctx), ctx.progress)}
 
@@ -105,6 +108,9 @@ class StructuredPruneStep(Step):
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         masks = masks_of(ctx)
         graph = build_graph(ctx.model, example_input_of(ctx))
@@ -155,6 +161,9 @@ class PlannedPruneStep(Step):
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         example, masks = example_input_of(ctx), masks_of(ctx)
         graph = build_graph(ctx.model, example)
@@ -173,6 +182,9 @@ class ThinningStep(Step):
 
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
+
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
 
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         record = thin(

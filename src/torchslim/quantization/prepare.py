@@ -168,6 +168,15 @@ def _is_float_tensor(node: fx.Node) -> bool:
     return isinstance(meta, TensorMetadata) and meta.dtype.is_floating_point
 
 
+def _carries_tensors(node: fx.Node) -> bool:
+    """A float tensor, or a tuple or list of them (a chunk); not a size or a shape."""
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, TensorMetadata):  # a NamedTuple: before the tuple test
+        return meta.dtype.is_floating_point
+    return isinstance(meta, tuple | list) and any(
+        isinstance(m, TensorMetadata) and m.dtype.is_floating_point for m in meta)
+
+
 def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [a for a in node.all_input_nodes if _is_float_tensor(a)]
 
@@ -289,20 +298,32 @@ def _insert_activation_quantizers(
         return None
 
     outputs = {n for n in graph.nodes if n.op == "output" for n in n.all_input_nodes}
-    floating: set[fx.Node] = set()  # values computed in float: excluded layers and what follows
+
+    def quantized_layer(node: fx.Node) -> bool:
+        return node.op == "call_module" and isinstance(
+            module.get_submodule(node.target), QuantConv | QuantLinear | QuantConvBn)
+
+    # Values computed in float: excluded layers and what computes on them, up to a value a
+    # quantized layer reads, which is quantized there (and read quantized by all its users).
+    floating: set[fx.Node] = set()
+    requantized: set[fx.Node] = set()
     for node in graph.nodes:
         if node.op in ("output", "get_attr"):
             continue
-        layer = module.get_submodule(node.target) if node.op == "call_module" else None
-        quantized_layer = isinstance(layer, QuantConv | QuantLinear | QuantConvBn)
-        if (node.op == "call_module" and node.target in excluded) or (
-            not quantized_layer and any(a in floating for a in node.all_input_nodes)
+        if (node.op == "call_module" and node.target in excluded) or (  # float in, float out
+            not quantized_layer(node) and _carries_tensors(node)
+            and any(a in floating for a in node.all_input_nodes)
         ):
-            floating.add(node)  # float in, float out: no quantizer until a quantized layer
+            if _is_float_tensor(node) and any(quantized_layer(u) for u in node.users):
+                requantized.add(node)  # the edge of the float region
+                own.append(node)
+                grid[node] = node
+            else:
+                floating.add(node)
             continue
         if not _is_float_tensor(node):
             continue
-        if node in outputs and isinstance(layer, QuantConv | QuantLinear | QuantConvBn):
+        if node in outputs and quantized_layer(node):
             continue  # the model's output stays in float: the last layer dequantizes it
         source = node.all_input_nodes[0] if node.all_input_nodes else None
         if node.op != "placeholder" and (
@@ -320,14 +341,6 @@ def _insert_activation_quantizers(
                 continue
         own.append(node)
         grid[node] = node
-    for node in graph.nodes:  # a float value a quantized layer reads is quantized there
-        if node in floating and _is_float_tensor(node) and any(
-            user.op == "call_module" and isinstance(
-                module.get_submodule(user.target), QuantConv | QuantLinear | QuantConvBn)
-            for user in node.users
-        ):
-            own.append(node)
-            grid[node] = node
 
     def float_users_only(node: fx.Node) -> bool:  # a model input only excluded layers read
         return node.op == "placeholder" and bool(node.users) and all(
@@ -346,8 +359,9 @@ def _insert_activation_quantizers(
     for node, name in names.items():
         with graph.inserting_after(node):  # create_node: the module is the model's, not
             quantized = graph.create_node("call_module", name, (node,))  # the graph owner's
-        node.replace_all_uses_with(quantized, delete_user_cb=lambda user, q=quantized: user
-                                   is not q)
+        # the edge of a float region: what the model returns of it stays float
+        node.replace_all_uses_with(quantized, delete_user_cb=lambda user, q=quantized, n=node: (
+            user is not q and not (n in requantized and user.op == "output")))
 
 
 def _link_inputs(module: nn.Module, graph: fx.Graph) -> None:

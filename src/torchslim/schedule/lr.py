@@ -103,6 +103,9 @@ class LRSchedule(Step):
                 self.scheduler.load_state_dict(self._pending_state)
         return self.scheduler
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         self._build(ctx.optimizer)
         return {}

@@ -43,6 +43,8 @@ from typing import Any
 
 import torch
 
+from ..core.steps import resumes_mid_epoch
+
 
 class Callback:
     """Base class with no-op hooks; override the ones you need. Extra keywords are always passed
@@ -81,10 +83,15 @@ class Callback:
         within ``epoch``: set up again what ``on_epoch_begin`` set up and :meth:`state_dict`
         does not hold (hooks, flags)."""
 
+    #: Whether the callback resumes from a checkpoint written within an epoch; None: only if
+    #: it does not override :meth:`on_epoch_begin`, or also overrides :meth:`on_epoch_resume`.
+    resumes_mid_epoch: bool | None = None
+
     def mid_epoch_checkpoint_ok(self) -> bool:
-        """Whether a checkpoint written now, within an epoch, resumes correctly (False while
-        the callback holds state that :meth:`state_dict` does not save)."""
-        return True
+        """Whether a checkpoint written now, within an epoch, resumes correctly (see
+        :attr:`resumes_mid_epoch`; override to say no while the callback holds state that
+        :meth:`state_dict` does not save)."""
+        return resumes_mid_epoch(self, Callback)
 
     def extra_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Parameters this callback trains outside the model (a distillation adapter, say),
@@ -98,3 +105,4 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, when training resumes."""
+

@@ -287,9 +287,11 @@ class Trainer:
     reached and the epoch's running sums) when every callback allows it (a callback's
     ``mid_epoch_checkpoint_ok()``; :class:`~torchslim.train.Callback` says yes, objects without
     the method say no). A run resumed from such a checkpoint calls ``on_epoch_resume`` instead of
-    ``on_epoch_begin`` and skips the minibatches already trained: exactly the batches an
-    uninterrupted run sees when ``train_batches`` is a pure function of its epoch (as
-    :class:`torchslim.data.BatchLoader` is).
+    ``on_epoch_begin`` and skips the minibatches already trained, drawing the epoch's batches
+    from the random state the epoch began with: exactly the batches an uninterrupted run sees
+    when ``train_batches`` is a pure function of its epoch (as
+    :class:`torchslim.data.BatchLoader` is) or shuffles with the global generator when its
+    iteration starts (a ``DataLoader``).
 
     ``loss_fn(outputs, targets, batch)`` returns the scalar loss, ``batch`` being the
     ``(inputs, targets)`` pair on the training device; default: cross entropy with
@@ -520,6 +522,16 @@ class Trainer:
             seen, classified, first = position["seen"], position["classified"], position["step"]
         every = self.config.checkpoint_minutes * 60.0
         saved = time.perf_counter()
+        # The random state the epoch's batches were drawn from: a loader that shuffles with the
+        # global generator (a DataLoader) draws the same order again when a run resumes within
+        # the epoch; the trained minibatches are skipped, then the checkpoint's state returns.
+        epoch_rng = position.get("epoch_rng") if position is not None else None
+        resume_rng = None
+        if epoch_rng is not None:
+            resume_rng = _rng_state(self.device)
+            _set_rng_state(epoch_rng, self.device)
+        elif every:
+            epoch_rng = _rng_state(self.device)
         bar = tqdm(
             self.train_batches,
             total=total,
@@ -531,6 +543,9 @@ class Trainer:
         for step, (inputs, targets) in enumerate(bar):
             if step < first:
                 continue  # trained before the checkpoint this run resumed from
+            if resume_rng is not None:
+                _set_rng_state(resume_rng, self.device)
+                resume_rng = None
             inputs, targets = self._to_device(inputs), self._to_device(targets)
             if channels_last and _is_tensor(inputs, dim=4):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -566,6 +581,7 @@ class Trainer:
                     "epoch": epoch, "step": step + 1, "loss_sum": loss_sum.item(),
                     "correct": int(correct.item()), "seen": seen, "classified": classified,
                     "seconds": time.perf_counter() - started, "lr": self._epoch_lr,
+                    "epoch_rng": epoch_rng,
                 })
                 saved = time.perf_counter()
             if self.progress:

@@ -160,6 +160,9 @@ class Freeze(Step):
     def attach(self, ctx: StepContext) -> None:
         _service(ctx)
 
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
+
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.done:
             return None
@@ -188,6 +191,9 @@ class Unfreeze(Step):
 
     def attach(self, ctx: StepContext) -> None:
         _service(ctx)
+
+    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
+    resumes_mid_epoch = True
 
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any] | None:
         if self.released >= len(self.layers):
