@@ -147,3 +147,14 @@ def test_readme_digits_run_with_default_options_learns(tmp_path, capsys):
     result = last_json(capsys.readouterr().out)
     assert result["augmentation"] == "none" and result["lr"] == 0.1
     assert result["top1"] >= 90
+
+
+def test_checkpoint_minutes_reach_the_run_and_a_negative_value_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    assert "0: after every epoch only; default: 10)" in " ".join(capsys.readouterr().out.split())
+    assert main(train_args(tmp_path / "a", "--checkpoint-minutes", "-1")) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "checkpoint minutes must be >= 0" in error
+    assert main(train_args(tmp_path / "b", "--checkpoint-minutes", "0.5", "--quiet")) == 0
+    assert saved_config(tmp_path / "b")["checkpoint_minutes"] == 0.5
