@@ -78,7 +78,7 @@ def test_the_search_keeps_in_float_exactly_the_layers_whose_int8_kernels_are_slo
     assert [(t.group, t.kept_float) for t in selection.trials] == [
         ("Conv2d 8->8 k3x3 at 16x16", True), ("Conv2d 16->16 k3x3 at 8x8", False),
         ("Conv2d 8->16 k3x3 s2x2 at 16x16", False), ("Conv2d 3->8 k3x3 at 16x16", True),
-        ("Linear 16->10", False)]
+        ("Linear 16->10", False), ("all 3 groups left in int8", False)]
     # each trial is compared with the best model so far
     assert selection.trials[0].best_ms == 3 * 3 + 3 * 1 and selection.trials[0].trial_ms == 10
     assert selection.trials[3].best_ms == 10
@@ -92,10 +92,28 @@ def test_a_gain_within_the_margin_keeps_int8(tmp_path):
     selection = select_float_layers(Net().eval(), config, batches(), EXAMPLE, tmp_path,
                                     measure=lambda best, trial: (100.0, 98.0), margin=0.03)
     assert selection.float_layers == ()
-    assert len(selection.trials) == 4  # fc was excluded already: not a candidate
+    assert len(selection.trials) == 5  # 4 groups (fc was excluded already), then all 4
     with pytest.raises(UserError, match="margin"):
         select_float_layers(Net().eval(), config, batches(), EXAMPLE, tmp_path,
                             measure=lambda best, trial: (1.0, 1.0), margin=1.5)
+
+
+def test_small_losses_in_many_groups_add_up_to_keeping_them_all_in_float(tmp_path):
+    """Every int8 convolution costs 1.08 units, a float one 1: no group alone passes the 3 %
+    margin (at most 2.5 %), all of them together (7.4 %) do."""
+
+    def cost(path):
+        graph = onnx.load(str(path)).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        return sum(1.08 if producer.get(node.input[1]) is not None
+                   and producer[node.input[1]].op_type == "DequantizeLinear" else 1.0
+                   for node in graph.node if node.op_type == "Conv")
+
+    config = QuantConfig(observer="minmax", exclude=("fc",))
+    selection = select_float_layers(Net().eval(), config, batches(), EXAMPLE, tmp_path,
+                                    measure=lambda best, trial: (cost(best), cost(trial)))
+    assert [t.kept_float for t in selection.trials] == [False] * 4 + [True]
+    assert sorted(selection.float_layers) == ["a1", "a2", "b1", "b2", "down", "stem"]
 
 
 def test_paired_latency_times_two_onnx_models_in_onnx_runtime(tmp_path):

@@ -8,8 +8,9 @@ layer with 8 or 24 channels runs slower in int8 than in fp32
 the thread count and the batch. So measure: layers of the same shape (kind, channels, kernel,
 stride, groups, input size) run the same kernel and are tried together. Starting from the
 all-int8 model, each group in turn (most MACs first) is kept in float; it stays float when the
-whole model gets faster by more than ``margin``. A trial and the best model so far run in
-alternating rounds, so other load on the machine slows both alike. Keeping a layer in float
+whole model gets faster by more than ``margin``; then, as small losses in many groups add up,
+all the groups still in int8 are tried in float together. A trial and the best model so far
+run in alternating rounds, so other load on the machine slows both alike. Keeping a layer in float
 never costs accuracy it had in int8; the file grows by its fp32 weights.
 
 Example (a stand-in ``measure`` that finds every trial twice as fast; :func:`paired_latency`
@@ -208,7 +209,9 @@ def select_float_layers(
     try:
         base = quantize(model, config, first, example_input)
         export_onnx(base, example_input, best_path)
-        for group in layer_groups(model, example_input, quantized_layers(base)):
+        groups = layer_groups(model, example_input, quantized_layers(base))
+        together: list[LayerGroup] = []  # the groups then tried in float together
+        for group in groups:
             exclude = tuple(config.exclude) + tuple(kept) + group.layers
             trial = quantize(model, dataclasses.replace(config, exclude=exclude), first,
                              example_input)
@@ -219,6 +222,13 @@ def select_float_layers(
             if faster:
                 kept.extend(group.layers)
                 trial_path.replace(best_path)
+            if group is groups[-1] and not together:
+                together = [g for g in groups if g.layers[0] not in kept]
+                if len(together) > 1:  # small losses in many groups add up: all in float
+                    groups.append(LayerGroup(
+                        f"all {len(together)} groups left in int8",
+                        tuple(name for g in together for name in g.layers),
+                        sum(g.macs for g in together)))
     finally:
         best_path.unlink(missing_ok=True)
         trial_path.unlink(missing_ok=True)
