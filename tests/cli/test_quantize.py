@@ -179,6 +179,7 @@ def test_speed_search_keeps_the_layers_it_finds_slower_in_int8_in_float(trained,
     assert report["speed_search"]["agreement"] == 1.0  # nothing left to quantize differently
     assert all(t["kept_float"] for t in report["speed_search"]["trials"])
     assert "kept in float for speed" in (out / "report.txt").read_text()
+    assert payload["verdict"].startswith("the speed search kept every layer in float")
     reloaded = load_weights(create_model("demo_cnn"), out / "quantized.pt")
     assert set(payload["float_for_speed"]) <= set(reloaded.quant_config.exclude)
     graph = onnx.load(out / "model_int8.onnx").graph

@@ -61,6 +61,7 @@ from ..core.fileio import atomic_write_text
 from ..core.storage import save_compressed
 from ..export.onnx import RuntimeReport, export_onnx, runtime_report, session
 from ..quantization import QuantConfig, SensitivityReport, quantization_sensitivity, quantize
+from ..quantization.bias_correction import quantized_layers
 from ..quantization.record import quantization_record
 from ..train import evaluate
 from .speed import SpeedSelection, paired_latency, select_float_layers
@@ -257,6 +258,10 @@ def quantize_and_export(
     ]
     report = runtime_report(final, out)
     verdict = _verdict(rows[2], rows[3], chosen_config)
+    if speed is not None and speed.float_layers and not quantized_layers(quantized):
+        measured = verdict.split(": ", 1)[-1]  # without "int8 is not faster ...: "
+        verdict = ("the speed search kept every layer in float: int8 is not faster than fp32 "
+                   f"for any layer of this model on this machine ({measured})")
     run = QuantizeRun(quantized, chosen_config, chosen, trials, rows, report, verdict,
                       speed=speed, speed_agreement=agreement)
     table = BenchTable(rows, meta=dict(meta or {}))

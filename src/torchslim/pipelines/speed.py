@@ -163,9 +163,11 @@ def _key(module: nn.Module, size: tuple[int, ...]) -> str:
 
 
 def paired_latency(input_shape: Sequence[int], batch: int, *, rounds: int = 3,
-                   repeats: int = 2, threads: int | None = None) -> Measure:
+                   repeats: int = 2, threads: int | None = None,
+                   min_time_s: float = 0.2) -> Measure:
     """A :data:`Measure` in ONNX Runtime: the median over ``rounds`` alternating rounds of each
-    model's median of ``repeats`` calls on a batch of ``batch``."""
+    model's median of at least ``repeats`` calls, and at least ``min_time_s`` seconds of them
+    (so that a small model's trials are not decided by noise), on a batch of ``batch``."""
 
     def measure(best: Path, trial: Path) -> tuple[float, float]:
         runners = {}
@@ -175,8 +177,9 @@ def paired_latency(input_shape: Sequence[int], batch: int, *, rounds: int = 3,
         times: dict[str, list[float]] = {"best": [], "trial": []}
         for _ in range(rounds):
             for key, run in runners.items():
-                times[key].append(measure_latency(None, input_shape, batch, warmup=1,
-                                                  repeats=repeats, runner=run).median_ms)
+                times[key].append(measure_latency(
+                    None, input_shape, batch, warmup=1, repeats=repeats, min_time_s=min_time_s,
+                    runner=run).median_ms)
         return statistics.median(times["best"]), statistics.median(times["trial"])
 
     return measure
@@ -209,9 +212,7 @@ def select_float_layers(
     try:
         base = quantize(model, config, first, example_input)
         export_onnx(base, example_input, best_path)
-        groups = layer_groups(model, example_input, quantized_layers(base))
-        together: list[LayerGroup] = []  # the groups then tried in float together
-        for group in groups:
+        def try_in_float(group: LayerGroup) -> None:
             exclude = tuple(config.exclude) + tuple(kept) + group.layers
             trial = quantize(model, dataclasses.replace(config, exclude=exclude), first,
                              example_input)
@@ -222,13 +223,15 @@ def select_float_layers(
             if faster:
                 kept.extend(group.layers)
                 trial_path.replace(best_path)
-            if group is groups[-1] and not together:
-                together = [g for g in groups if g.layers[0] not in kept]
-                if len(together) > 1:  # small losses in many groups add up: all in float
-                    groups.append(LayerGroup(
-                        f"all {len(together)} groups left in int8",
-                        tuple(name for g in together for name in g.layers),
-                        sum(g.macs for g in together)))
+
+        groups = layer_groups(model, example_input, quantized_layers(base))
+        for group in groups:
+            try_in_float(group)
+        left = [g for g in groups if g.layers[0] not in kept]
+        if len(left) > 1:  # small losses in many groups add up: all of them in float
+            try_in_float(LayerGroup(f"all {len(left)} groups left in int8",
+                                    tuple(name for g in left for name in g.layers),
+                                    sum(g.macs for g in left)))
     finally:
         best_path.unlink(missing_ok=True)
         trial_path.unlink(missing_ok=True)

@@ -147,9 +147,6 @@ class ReconstructingPruneStep(CollectingPruneStep):
         self.layers = list(layers)
         self.sampler = FeatureMapSampler(points_per_map, seed)
 
-    #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
-    resumes_mid_epoch = True
-
     def on_epoch_begin(self, ctx: StepContext) -> dict[str, Any]:
         result = super().on_epoch_begin(ctx)
         modules = dict(ctx.model.named_modules())

@@ -285,8 +285,8 @@ class Trainer:
     states) after every epoch, ``metrics.csv``, and ``model.pt`` (the final state_dict) at the end.
     With ``config.checkpoint_minutes`` it also checkpoints within an epoch (with the minibatch
     reached and the epoch's running sums) when every callback allows it (a callback's
-    ``mid_epoch_checkpoint_ok()``; :class:`~torchslim.train.Callback` says yes, objects without
-    the method say no). A run resumed from such a checkpoint calls ``on_epoch_resume`` instead of
+    ``mid_epoch_checkpoint_ok()``, see :class:`~torchslim.train.Callback`; objects without the
+    method say no). A run resumed from such a checkpoint calls ``on_epoch_resume`` instead of
     ``on_epoch_begin`` and skips the minibatches already trained, drawing the epoch's batches
     from the random state the epoch began with: exactly the batches an uninterrupted run sees
     when ``train_batches`` is a pure function of its epoch (as
