@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quantization-aware training of the pretrained ResNet-20 on the JPEG CIFAR-10 data, 10 epochs
 # each, beside the fp32 model fine-tuned for the same 10 epochs: W8A8 (observer ranges), LSQ
-# W4A4, DoReFa W4A4 and PACT W4A4 (benchmarks/recipes/resnet20_qat_*.yaml). Two lanes run side
+# W4A4, DoReFa W4A4 and PACT W4A4 (benchmarks/recipes/resnet20_qat_*.yaml), and W8A8 and LSQ
+# W4A4 again distilling from the fine-tuned fp32 model (Hinton KD, T=4). Two lanes run side
 # by side, one thread each; every run is resumable (run the script again after a crash).
 # Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
 # (benchmarks/qat_summary.py). Run from the repository root after `make install`.
@@ -15,12 +16,15 @@ COMMON=(--model cifar_resnet20 --weights "$SHARED/models/resnet20-12fca82f.th"
         --schedule cosine --quiet --json)
 export OMP_NUM_THREADS=1
 resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
-qat() {
-    .venv/bin/torchslim compress --recipe "benchmarks/recipes/resnet20_qat_$1.yaml" "${COMMON[@]}" \
-        --out "$RUNS/$1" --repeats 3 --latency-batch 64 $(resume "$RUNS/$1") | tail -n 1 \
-        > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
+qat() {  # <recipe>[_kd]: _kd distills from the fp32 model fine-tuned here (run fp32 first)
+    local recipe=${1%_kd} kd=()
+    [ "$recipe" != "$1" ] && kd=(--teacher cifar_resnet20 --teacher-weights "$RUNS/fp32/model.pt")
+    .venv/bin/torchslim compress --recipe "benchmarks/recipes/resnet20_qat_$recipe.yaml" \
+        "${COMMON[@]}" "${kd[@]}" --out "$RUNS/$1" --repeats 3 --latency-batch 64 \
+        $(resume "$RUNS/$1") | tail -n 1 > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
 }
-run() {  # one run by name: fp32 or a recipe benchmarks/recipes/resnet20_qat_<name>.yaml
+run() {  # one run by name: fp32, or a recipe benchmarks/recipes/resnet20_qat_<name>.yaml
+         # (<name>_kd: the same recipe with the fine-tuned fp32 model as teacher)
     [ -s "$RUNS/$1.json" ] && return 0  # done
     if [ "$1" = fp32 ]; then
         .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
@@ -29,8 +33,8 @@ run() {  # one run by name: fp32 or a recipe benchmarks/recipes/resnet20_qat_<na
         qat "$1"
     fi
 }
-lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; }
-lane_b() { run w8a8; run dorefa_w4a4; }
+lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; run lsq_w4a4_kd; }
+lane_b() { run w8a8; run dorefa_w4a4; run w8a8_kd; }
 mkdir -p "$RUNS"
 # Run names as arguments run those, one after the other (e.g. `qat_resnet20.sh w8a8 fp32` on
 # one core while another command uses the other); LANES=a (or b) runs one lane alone.

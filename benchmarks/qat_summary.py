@@ -23,6 +23,8 @@ RUNS = [
     ("lsq_w4a4", "LSQ W4A4 (learned step sizes)", 2.0),
     ("dorefa_w4a4", "DoReFa W4A4", None),
     ("pact_w4a4", "PACT W4A4 (DoReFa weights)", None),
+    ("w8a8_kd", "W8A8, distilling from the fine-tuned fp32 model", 0.1),
+    ("lsq_w4a4_kd", "LSQ W4A4, distilling from the fine-tuned fp32 model", 2.0),
 ]
 
 
@@ -47,7 +49,8 @@ def main(runs: Path) -> None:
         "Every run starts from the pretrained ResNet-20 (81.03 %) and trains 10 epochs (SGD, lr "
         "0.02, cosine, batch 128, crop and flip) on the 50,000 JPEG training images; top-1 on the "
         "10,000 JPEG test images, in PyTorch (the quantizers simulate the integer arithmetic). "
-        "Produced by `benchmarks/qat_resnet20.sh`.",
+        "The `_kd` rows add knowledge distillation (T=4, alpha 0.9) with the fine-tuned fp32 row "
+        "as teacher. Produced by `benchmarks/qat_resnet20.sh`.",
         "",
         f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
         "",
