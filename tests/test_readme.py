@@ -85,3 +85,13 @@ def test_readme_recipes_validate():
     assert blocks
     for block in blocks:
         assert parse_recipe(block, "README.md").policies
+
+
+def test_readme_depth_example_removes_blocks_and_reloads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    example = next(block for block in python_blocks() if "BlockPruner(target_macs" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    assert capsys.readouterr().out.split() == ["18", "40551040"]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(namespace["fresh"].eval()(x), namespace["model"](x))

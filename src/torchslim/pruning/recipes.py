@@ -16,6 +16,7 @@ pruners, structured     ``L1RankedStructureParameterPruner``, ``L2RankedStructur
                         ``BNGammaPruner``, ``TargetMACsPruner``,
                         ``RandomLevelStructureParameterPruner``, ``FMReconstructionChannelPruner``,
                         ``StructureParameterPruner``
+pruners, depth          ``BlockPruner`` (whole residual blocks, :mod:`~torchslim.pruning.depth`)
 pruners, structured     ``L1RankedStructureParameterPruner_AGP``/
 AGP                     ``StructuredAutomatedGradualPruner``,
                         ``L2RankedStructureParameterPruner_AGP``, ``RandomRankedFilterPruner_AGP``/
@@ -58,6 +59,7 @@ from ..core.config import (
 )
 from ..core.names import resolve_values
 from .activations import ActivationImportance, CollectingPruneStep, GradientImportance
+from .depth import IMPORTANCES, BlockPruner, BlockRemovalStep
 from .importance import Importance, RandomImportance, WeightNorm
 from .pruners import (
     AGPPruner,
@@ -297,6 +299,27 @@ class TargetMACsArgs(Args):
     round_to: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
+class BlockPrunerArgs(Args):
+    """Depth pruning (:class:`~torchslim.pruning.depth.BlockPruner`): ``blocks`` (how many
+    residual blocks to remove) or ``target_macs`` (the fraction of the MACs to keep), ranked by
+    ``importance`` on the first ``collect_batches`` training minibatches of the firing epoch,
+    re-ranked after each removal when ``iterative``; ``exclude``: blocks that stay."""
+
+    blocks: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    target_macs: Annotated[Number, Field(gt=0.0, lt=1.0)] | None = None
+    importance: Literal["loss", "cosine"] = "loss"
+    iterative: bool = False
+    collect_batches: Annotated[int, Field(ge=1, le=100_000)] = 4
+    exclude: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.blocks is None) == (self.target_macs is None):
+            raise ValueError("give either blocks (how many to remove) or target_macs (the "
+                             "fraction of the MACs to keep)")
+        return self
+
+
 class SplicingArgs(Args):
     """Distiller's ``SplicingPruner`` (dynamic network surgery)."""
 
@@ -425,6 +448,13 @@ def _target_macs(a: TargetMACsArgs, model: nn.Module) -> PlannedPruneStep:
     return PlannedPruneStep(rows, a.target_macs, norm=a.norm, round_to=a.round_to)
 
 
+def _block_pruner(a: BlockPrunerArgs, model: nn.Module) -> BlockRemovalStep:
+    pruner = BlockPruner(a.blocks, target_macs=a.target_macs,
+                         importance=IMPORTANCES[a.importance](), iterative=a.iterative,
+                         exclude=a.exclude)
+    return BlockRemovalStep(pruner, collect_batches=a.collect_batches)
+
+
 def _bn_gamma(a: BNGammaArgs, model: nn.Module) -> StructuredPruneStep:
     pruner = BNGammaPruner(a.sparsity, global_ranking=a.global_ranking)
     return StructuredPruneStep(regimes=[(_layers(model, a.weights), pruner, False)])
@@ -461,6 +491,7 @@ def _register() -> None:
         (("ChannelPruner",), ChannelRankArgs, _norm_ranked(ChannelNormPruner, True)),
         (("BNGammaPruner",), BNGammaArgs, _bn_gamma),
         (("TargetMACsPruner",), TargetMACsArgs, _target_macs),
+        (("BlockPruner",), BlockPrunerArgs, _block_pruner),
         (("L1RankedStructureParameterPruner_AGP", "StructuredAutomatedGradualPruner"),
          StructuredAGPArgs,
          _structured_agp(lambda a, inputs: WeightNorm(1, "in" if inputs else "out"))),
