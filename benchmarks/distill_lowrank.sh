@@ -7,6 +7,7 @@
 #   lane a: ResNet-56 dense 8 epochs (the teacher) -> inner filters pruned + KD (8) -> Tucker-2
 #           1.5x fewer MACs (8) -> ResNet-20 taught by ResNet-56 (10) -> group sensitivity of
 #           ResNet-56, then TargetMACsPruner at 48 %, 25 % and 17 % of the MACs + KD (8 each)
+#           -> whole residual blocks removed to 29 % of the MACs + KD (8)
 #   lane b: ResNet-20 dense 15 epochs (the teacher) -> AGP 90 % + KD (15) -> ResNet-20 plain
 #           fine-tune (10) -> transfer to cat vs dog: frozen backbone, full fine-tuning, frozen
 #           for one epoch then full (5 each) -> DS student alone, and taught by ResNet-20 (15 each)
@@ -92,6 +93,9 @@ run() {  # one run by name
         done_ "$1" || sensitivity
         compress "$1" cifar_resnet56 "$RUNS/resnet56_${1:4:8}.yaml" "$(ep 8)" 0.02 \
             --weights "$R56" "${T56[@]}" ;;
+    r56_depth30_kd)  # whole residual blocks removed, 29 % of the MACs at full width, + KD
+        compress r56_depth30_kd cifar_resnet56 benchmarks/recipes/resnet56_depth30.yaml \
+            "$(ep 8)" 0.02 --weights "$R56" "${T56[@]}" ;;
     r20_dense15) train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02 ;;
     r20_agp90_kd) compress r20_agp90_kd cifar_resnet20 benchmarks/recipes/resnet20_agp90.yaml \
         "$(ep 15)" 0.02 --weights "$R20" "${T20[@]}" ;;
@@ -114,7 +118,7 @@ run() {  # one run by name
     esac
 }
 LANE_A=(r56_dense8 r56_inner_kd r56_tucker2 r20_kd_from_r56 r56_target_macs_kd
-        r56_target25_kd r56_target17_kd)
+        r56_target25_kd r56_target17_kd r56_depth30_kd)
 LANE_B=(r20_dense15 r20_agp90_kd r20_plain10 transfer_frozen transfer_full transfer_two_phase
         r20_ds_scratch r20_ds_kd)
 lane() { for name in "$@"; do run "$name"; done; }

@@ -35,6 +35,8 @@ RUNS = [
      "ResNet-56 sensitivity-allocated ratios (25 % MACs) + KD, 8 ep."),
     ("r56_target17_kd", "cifar_resnet56",
      "ResNet-56 sensitivity-allocated ratios (17 % MACs) + KD, 8 ep."),
+    ("r56_depth30_kd", "cifar_resnet56",
+     "ResNet-56, whole blocks removed (29 % MACs) + KD, 8 ep."),
     ("r56_tucker2", "cifar_resnet56", "ResNet-56 Tucker-2, 1.5x fewer MACs, 8 epochs"),
     ("r20_plain10", "cifar_resnet20", "ResNet-20 fine-tuned 10 epochs"),
     ("r20_kd_from_r56", "cifar_resnet20", "ResNet-20 taught by ResNet-56, 10 epochs"),

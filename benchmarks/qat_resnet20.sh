@@ -2,7 +2,8 @@
 # Quantization-aware training of the pretrained ResNet-20 on the JPEG CIFAR-10 data, 10 epochs
 # each, beside the fp32 model fine-tuned for the same 10 epochs: W8A8 (observer ranges), LSQ
 # W4A4, DoReFa W4A4 and PACT W4A4 (benchmarks/recipes/resnet20_qat_*.yaml), and W8A8 and LSQ
-# W4A4 again distilling from the fine-tuned fp32 model (Hinton KD, T=4). Two lanes run side
+# W4A4 again distilling from the fine-tuned fp32 model (Hinton KD, T=4), and W8A8 trained in
+# fp32 for 5 epochs before 5 of quantization-aware training (w8a8_late). Two lanes run side
 # by side, one thread each; every run is resumable (run the script again after a crash).
 # Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
 # (benchmarks/qat_summary.py). Run from the repository root after `make install`.
@@ -34,7 +35,7 @@ run() {  # one run by name: fp32, or a recipe benchmarks/recipes/resnet20_qat_<n
     fi
 }
 lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; run lsq_w4a4_kd; }
-lane_b() { run w8a8; run dorefa_w4a4; run w8a8_kd; }
+lane_b() { run w8a8; run dorefa_w4a4; run w8a8_kd; run w8a8_late; }
 mkdir -p "$RUNS"
 # Run names as arguments run those, one after the other (e.g. `qat_resnet20.sh w8a8 fp32` on
 # one core while another command uses the other); LANES=a (or b) runs one lane alone.

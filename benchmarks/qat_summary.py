@@ -24,6 +24,7 @@ RUNS = [
     ("dorefa_w4a4", "DoReFa W4A4", None),
     ("pact_w4a4", "PACT W4A4 (DoReFa weights)", None),
     ("w8a8_kd", "W8A8, distilling from the fine-tuned fp32 model", 0.1),
+    ("w8a8_late", "W8A8, fp32 for 5 epochs, then 5 of quantization-aware training", 0.1),
     ("lsq_w4a4_kd", "LSQ W4A4, distilling from the fine-tuned fp32 model", 2.0),
 ]
 

@@ -94,3 +94,43 @@ def test_cli_rejects_bad_levels(capsys):
               "--levels", "0.5,1.5"])
     assert exc.value.code == 2
     assert "each must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_block_granularity_removes_each_residual_block_alone_and_restores_it(tmp_path):
+    model = create_model("cifar_resnet20").eval()
+    with torch.no_grad():  # layer2.2 adds nothing: removing it changes nothing
+        model.layer2[2].bn2.weight.zero_()
+        model.layer2[2].bn2.bias.zero_()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    seen = []
+
+    def score(m):
+        with torch.no_grad():
+            seen.append(sum(isinstance(module, nn.ReLU) for module in m.modules()))
+            return {"top1": 100.0 - float((m(x) - reference).abs().max())}
+
+    result = sensitivity_analysis(model, score, [0.5], granularities=["block"], progress=False,
+                                  example_input=torch.zeros(1, 3, 32, 32))
+    assert [r.name for r in result.rows] == ["layer1.0", "layer1.1", "layer1.2", "layer2.1",
+                                             "layer2.2", "layer3.1", "layer3.2"]
+    assert seen == [1] * 7  # one block replaced at a time
+    assert all(r.level == 1.0 and r.granularity == "block" for r in result.rows)
+    by_name = {r.name: r.top1 for r in result.rows}
+    assert by_name["layer2.2"] == pytest.approx(100.0, abs=1e-4)
+    assert min(by_name.values()) < 99.0
+    with torch.no_grad():
+        assert torch.equal(model(x), reference)  # every block is back
+    paths = result.write(tmp_path)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_block_granularity_on_a_model_without_blocks_is_one_clear_line(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(create_model("demo_cnn").state_dict(), weights)
+    code = main(["sensitivity", "--model", "demo_cnn", "--weights", str(weights), "--data",
+                 "digits", "--limit", "20", "--granularity", "block", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no residual block to remove" in err[0]

@@ -34,9 +34,10 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--granularity", nargs="+", default=["element"],
-        choices=["element", "filter", "channel", "group"],
-        help="prune single weights, whole filters, whole input channels, or coupled channel "
-        "groups as structured pruning does (several allowed; default: element)",
+        choices=["element", "filter", "channel", "group", "block"],
+        help="prune single weights, whole filters, whole input channels, coupled channel "
+        "groups as structured pruning does, or remove whole residual blocks one at a time "
+        "(several allowed; default: element)",
     )
     p.add_argument(
         "--layers", nargs="+", default=None, metavar="PATTERN",

@@ -34,7 +34,8 @@ Example::
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -159,6 +160,16 @@ def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
     return old
 
 
+@contextmanager
+def without_block(model: nn.Module, block: ResidualBlock) -> Iterator[nn.Module]:
+    """``model`` with ``block`` removed inside the ``with``, restored (the same module) after."""
+    old = _swap(model, block.name, REPLACEMENTS[block.activation]())
+    try:
+        yield model
+    finally:
+        _swap(model, block.name, old)
+
+
 def remove_blocks(model: nn.Module, blocks: Iterable[ResidualBlock]) -> dict[str, Any]:
     """Replace each of ``blocks`` in ``model`` (in place) and return the edit record."""
     removed = {block.name: block.activation for block in blocks}
@@ -211,11 +222,8 @@ class LossImportance:
             base = _mean_loss(model, batches, self.criterion)
             scores = {}
             for block in blocks:
-                old = _swap(model, block.name, REPLACEMENTS[block.activation]())
-                try:
+                with without_block(model, block):
                     scores[block.name] = _mean_loss(model, batches, self.criterion) - base
-                finally:
-                    _swap(model, block.name, old)
         return scores
 
 

@@ -4,7 +4,9 @@ For each prunable weight and each sparsity level: prune that weight alone, evalu
 Granularities: ``element`` (smallest magnitudes), ``filter`` (output channels with the smallest
 L1 norm) and ``channel`` (input channels with the smallest L1 norm), as Distiller ranks them, and
 ``group``: a coupled channel group of the traced model, pruned as structured pruning prunes it
-(the curves :func:`torchslim.pruning.allocation.allocate_ratios` turns into per-group ratios).
+(the curves :func:`torchslim.pruning.allocation.allocate_ratios` turns into per-group ratios),
+and ``block``: each removable residual block removed alone (:mod:`torchslim.pruning.depth`; one
+evaluation per block, at level 1.0, whatever the levels).
 The result is a table (CSV, JSON) and a plot of accuracy against sparsity, one line per layer.
 
 Example::
@@ -26,7 +28,8 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +42,11 @@ from ..core.errors import UserError
 from ..core.fileio import atomic_write_text
 from ..core.names import match_parameters
 from ..graph import build_graph
+from .depth import residual_blocks, without_block
 from .methods import LevelMethod, pruned_count
 from .structured import FilterNormPruner, removal_count
 
-GRANULARITIES = ("element", "filter", "channel", "group")
+GRANULARITIES = ("element", "filter", "channel", "group", "block")
 
 
 def structure_mask(weight: torch.Tensor, sparsity: float, dim: int) -> torch.Tensor:
@@ -119,6 +123,13 @@ class SensitivityResult:
         fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), squeeze=False)
         for ax, kind in zip(axes[0], kinds, strict=True):
             rows = [r for r in self.rows if r.granularity == kind]
+            if kind == "block":  # one evaluation per block: a bar each
+                ax.bar(range(len(rows)), [r.top1 for r in rows], color="tab:gray")
+                ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=6)
+                ax.set(title="residual blocks, one removed at a time", ylabel="top-1 %",
+                       ylim=(0, 100))
+                ax.grid(alpha=0.3, axis="y")
+                continue
             for name in dict.fromkeys(r.name for r in rows):
                 mine = [r for r in rows if r.name == name]
                 ax.plot([r.level for r in mine], [r.top1 for r in mine], marker=".", label=name)
@@ -126,9 +137,13 @@ class SensitivityResult:
                    ylabel="top-1 %", ylim=(0, 100))
             ax.grid(alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.tight_layout(rect=(0, 0, 0.86, 1))
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=6,
-                   ncol=1 + len(labels) // 30)
+        for ax in axes[0][1:]:
+            if not labels:
+                handles, labels = ax.get_legend_handles_labels()
+        fig.tight_layout(rect=(0, 0, 0.86, 1) if labels else None)
+        if labels:
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.86, 0.5),
+                       fontsize=6, ncol=1 + len(labels) // 30)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(path).with_suffix(".tmp.png")
         fig.savefig(tmp, dpi=120)
@@ -159,24 +174,50 @@ class SensitivityResult:
         return paths
 
 
-def _jobs(model, granularity, weights, levels, example_input):
-    """(name, level, masks by parameter, pruned fraction) of every evaluation at granularity."""
+@contextmanager
+def _masked(model: nn.Module, masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``model`` with the ``masks`` applied to its parameters, restored after."""
     params = dict(model.named_parameters())
+    originals = {key: params[key].detach().clone() for key in masks}
+    with torch.no_grad():
+        for key, mask in masks.items():
+            params[key].mul_(mask)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, original in originals.items():
+                params[key].copy_(original)
+
+
+def _jobs(model, granularity, weights, levels, example_input):
+    """(name, level, pruned fraction, context that prunes it) of every evaluation."""
+    params = dict(model.named_parameters())
+    if granularity in ("group", "block") and example_input is None:
+        raise ValueError(f"{granularity} sensitivity traces the model: pass example_input")
+    if granularity == "block":
+        blocks = residual_blocks(model, example_input)
+        if not blocks:
+            raise UserError(f"{type(model).__name__} has no residual block to remove (block "
+                            "sensitivity needs submodules computing x + f(x) or "
+                            "relu(x + f(x))): choose another granularity")
+        for block in blocks:
+            yield block.name, 1.0, 1.0, lambda block=block: without_block(model, block)
+        return
     if granularity == "group":
-        if example_input is None:
-            raise ValueError("group sensitivity traces the model: pass example_input")
         graph = build_graph(model, example_input)
         for group in graph.select(None):
             for level in levels:
                 masks = FilterNormPruner(level).compute_mask(graph, [group.name])
                 fraction = removal_count(level, len(group.channels)) / len(group.channels)
-                yield group.name, level, masks, fraction
+                yield group.name, level, fraction, lambda masks=masks: _masked(model, masks)
         return
     names = match_parameters(model, weights) if weights else prunable_weights(model, granularity)
     for name in names:
         for level in levels:
             mask = prune_mask(params[name], level, granularity)
-            yield name, level, {name: mask}, 1.0 - mask.float().mean().item()
+            yield (name, level, 1.0 - mask.float().mean().item(),
+                   lambda masks={name: mask}: _masked(model, masks))
 
 
 def sensitivity_analysis(
@@ -192,30 +233,22 @@ def sensitivity_analysis(
     optionally ``top5``, ``loss``), and restore it. ``weights`` are name patterns (default: every
     conv and linear weight). Granularity ``group`` prunes each coupled channel group of the
     traced model (see :mod:`torchslim.graph`; needs ``example_input``) by filter L1
-    norm, as structured pruning and thinning will."""
+    norm, as structured pruning and thinning will; ``block`` removes each residual block alone
+    (needs ``example_input``)."""
     for granularity in granularities:
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    params = dict(model.named_parameters())
     jobs = [
         (granularity, *job)
         for granularity in granularities
         for job in _jobs(model, granularity, weights, levels, example_input)
     ]
     rows = []
-    for granularity, name, level, masks, fraction in tqdm(
+    for granularity, name, level, fraction, pruned in tqdm(
         jobs, desc="sensitivity", disable=not progress
     ):
-        originals = {key: params[key].detach().clone() for key in masks}
-        with torch.no_grad():
-            for key, mask in masks.items():
-                params[key].mul_(mask)
-        try:
+        with pruned():
             scores = evaluate(model)
-        finally:
-            with torch.no_grad():
-                for key, original in originals.items():
-                    params[key].copy_(original)
         rows.append(SensitivityRow(
             name, granularity, float(level), round(fraction, 6), float(scores["top1"]),
             scores.get("top5"), scores.get("loss"),
