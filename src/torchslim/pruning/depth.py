@@ -319,6 +319,11 @@ class BlockPruner:
         if count is not None and count > len(candidates):
             raise UserError(f"cannot remove {count} blocks: {type(model).__name__} has "
                             f"{len(candidates)} removable")
+        floor = total - sum(b.macs for b in candidates)
+        if budget is not None and floor > budget:
+            raise UserError(f"removing every removable block keeps {floor / total:.1%} of the "
+                            f"MACs, above target_macs {self.target_macs}: raise the target or "
+                            "thin the layers too")
         chosen: list[ResidualBlock] = []
         scored: dict[str, float] = {}
         macs = total
@@ -341,10 +346,6 @@ class BlockPruner:
             candidates = [b for b in candidates if b.name not in scored]
         if not self.iterative:
             remove_blocks(model, chosen)
-        if budget is not None and macs > budget:
-            raise UserError(f"removing every removable block keeps {macs / total:.1%} of the "
-                            f"MACs, above target_macs {self.target_macs}: raise the target or "
-                            "thin the layers too")
         return {"kind": "block_removal", "blocks": {b.name: b.activation for b in chosen},
                 "scores": scored}
 
