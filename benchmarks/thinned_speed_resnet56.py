@@ -7,7 +7,9 @@ three models also get an int8 row with the layers whose int8 kernels are slower 
 float (``torchslim quantize --speed-search``, torchslim.pipelines.speed).
 Three ways to prune: the inner channels of each residual block only (``layer*.*.conv1``: the
 residual stream keeps its width), every channel group (the residual streams too), and every group
-keeping a multiple of 8 channels (``round_to=8``). Latency at batch 256 (and 1), one thread, the
+keeping a multiple of 8 channels (``round_to=8``). Two more models keep every layer's width and
+remove whole residual blocks instead (torchslim.pruning.depth): the last ones of each stage, down
+to 3/3/3 blocks (ResNet-20's shape) and 3/3/2. Latency at batch 256 (and 1), one thread, the
 median of ``--rounds`` round-robin rounds; speed-up against the dense fp32 model in ONNX Runtime
 in the same run.
 
@@ -36,6 +38,7 @@ from torchslim.models import create_model
 from torchslim.pipelines.common import machine_meta
 from torchslim.pipelines.quantize import layout_config
 from torchslim.pipelines.speed import paired_latency, select_float_layers
+from torchslim.pruning.depth import remove_blocks, residual_blocks
 from torchslim.pruning.masks import Masks
 from torchslim.pruning.structured import FilterNormPruner
 from torchslim.pruning.thinning import thin
@@ -53,17 +56,23 @@ VARIANTS = [
     ("all 55 %, round_to 8", 0.55, "all", 8),
     ("all 65 %", 0.65, "all", 1),
     ("all 65 %, round_to 8", 0.65, "all", 8),
+    ("depth 3/3/3 blocks", (3, 3, 3), "depth", 1),
+    ("depth 3/3/2 blocks", (3, 3, 2), "depth", 1),
 ]
 #: variants that also get an int8 row with the layers faster in float kept float
-SEARCHED = ("dense", "all 50 %", "all 65 %, round_to 8")
+SEARCHED = ("dense", "all 50 %", "all 65 %, round_to 8", "depth 3/3/2 blocks")
 #: int8 layouts also tried on "all 50 %": (name, layout, per-channel weights)
 LAYOUTS = [("u8s8", "u8s8", True), ("s8s8", "s8s8", True), ("u8u8", "u8u8", True),
            ("u8s7 per tensor", "u8s7", False)]
 
 
-def pruned(ratio: float, groups: str, round_to: int) -> torch.nn.Module:
+def pruned(ratio, groups: str, round_to: int) -> torch.nn.Module:
     model = create_model("cifar_resnet56").eval()
-    if ratio:
+    if groups == "depth":  # ratio: blocks kept per stage
+        blocks = [block for block in residual_blocks(model, EXAMPLE)
+                  if int(block.name.split(".")[1]) >= ratio[int(block.name[5]) - 1]]
+        remove_blocks(model, blocks)
+    elif ratio:
         layers = None
         if groups == "inner":
             layers = [name for name, _ in model.named_modules()
@@ -79,7 +88,9 @@ def widths(model: torch.nn.Module) -> str:
     stages = []
     for stage in ("layer1", "layer2", "layer3"):
         block = getattr(model, stage)[1]
-        stages.append(f"{block.conv2.out_channels}/{block.conv1.out_channels}")
+        count = sum(not isinstance(b, torch.nn.ReLU) for b in getattr(model, stage))
+        blocks = f" x{count}" if count != 9 else ""
+        stages.append(f"{block.conv2.out_channels}/{block.conv1.out_channels}{blocks}")
     return " ".join(stages)
 
 
@@ -141,7 +152,7 @@ def main(argv=None) -> int:
         "",
         "Produced by `benchmarks/thinned_speed_resnet56.py` (see its docstring). Widths: output "
         "channels of each stage's residual stream / of the inner convolution (layer1 layer2 "
-        "layer3). Speed-up: dense fp32 ONNX Runtime latency at batch 256 over the row's.",
+        "layer3), and xN when a stage keeps N of its 9 blocks. Speed-up: dense fp32 ONNX Runtime latency at batch 256 over the row's.",
         "",
         f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}, 1 thread; load "
         f"average {meta['load_average'][0]} (other jobs share the cores: compare rows within "
