@@ -152,7 +152,8 @@ def main(argv=None) -> int:
         "",
         "Produced by `benchmarks/thinned_speed_resnet56.py` (see its docstring). Widths: output "
         "channels of each stage's residual stream / of the inner convolution (layer1 layer2 "
-        "layer3), and xN when a stage keeps N of its 9 blocks. Speed-up: dense fp32 ONNX Runtime latency at batch 256 over the row's.",
+        "layer3), and xN when a stage keeps N of its 9 blocks. Speed-up: dense fp32 ONNX "
+        "Runtime latency at batch 256 over the row's.",
         "",
         f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}, 1 thread; load "
         f"average {meta['load_average'][0]} (other jobs share the cores: compare rows within "

@@ -46,6 +46,35 @@ def test_lsq_step_size_learns_to_fit_the_values():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_lsq_can_start_from_an_observers_range():
+    from torchslim.quantization import MSEObserver
+
+    torch.manual_seed(0)
+    values = torch.randn(4096).abs() * 2.0
+    spec = QuantSpec(bits=4)
+    reference = MSEObserver(bits=4)
+    reference(values)
+    expected, _ = reference.qparams(spec)
+    started = LSQQuantize(spec, init=MSEObserver(bits=4))
+    started.start()
+    out = started(values)
+    assert torch.allclose(started.scale.detach(), expected.reshape(1))
+    assert started.init_observer is None  # used once, and not part of the state
+    assert "init_observer" not in dict(started.named_modules())
+    paper = LSQQuantize(spec)
+    paper.start()
+    paper(values)
+    assert not torch.allclose(paper.scale.detach(), started.scale.detach())
+    error = (out - values).pow(2).mean()
+    assert error < (paper(values) - values).pow(2).mean()  # the MSE start fits better
+    weights = torch.randn(6, 3, 3, 3) * torch.arange(1, 7).view(6, 1, 1, 1)
+    per_channel = LSQQuantize(QuantSpec.weights(4), channels=6, init=MSEObserver(0, 4))
+    per_channel.start()
+    per_channel(weights)
+    steps = per_channel.scale.detach()
+    assert steps.shape == (6,) and bool((steps[1:] > steps[:-1]).all())
+
+
 def test_pact_clipping_level_learns_and_has_an_l2_term():
     quantizer = PACTQuantize(bits=4, alpha=1.0)
     quantizer.start()

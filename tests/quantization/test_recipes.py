@@ -146,3 +146,39 @@ def test_wrpn_model_exports_its_weights_as_int8_and_onnx_runtime_agrees(tmp_path
     got = session(path, 1).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-4)
+
+
+def test_lsq_recipe_can_start_its_steps_from_mse_ranges():
+    recipe = parse_recipe(textwrap.dedent("""
+        quantizers:
+          lsq:
+            class: QuantizationAwareTraining
+            method: lsq
+            weight_bits: 4
+            activation_bits: 4
+            observer: mse
+            weight_observer: mse
+            lsq_init: observer
+        policies:
+          - quantizer: {instance_name: lsq}
+            starting_epoch: 0
+        """), "lsq.yaml")
+    model = create_model("demo_cnn")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 1, 28, 28))
+    schedule.on_epoch_begin(0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    quantizers = [m for m in model.modules() if type(m).__name__ == "LSQQuantize"]
+    assert quantizers and all(
+        type(q.init_observer).__name__ == "MSEObserver" for q in quantizers)
+    model(torch.randn(4, 1, 28, 28))
+    assert all(q.init_observer is None and bool(q.initialised) for q in quantizers)
+    with pytest.raises(Exception, match=r"lsq.yaml:\d+ quantizers.lsq.lsq_init"):
+        parse_recipe(textwrap.dedent("""
+            quantizers:
+              lsq: {class: QuantizationAwareTraining, method: lsq, lsq_init: mean}
+            policies:
+              - quantizer: {instance_name: lsq}
+                starting_epoch: 0
+            """), "lsq.yaml")
+    with pytest.raises(UserError, match="lsq_init must be 'paper' or 'observer'"):
+        from torchslim.quantization import QuantConfig
+        QuantConfig(method="lsq", lsq_init="mean")

@@ -35,7 +35,10 @@ class QuantConfig:
     ``center``, ``exclude`` (layer names or patterns kept in float), ``method`` (see
     :data:`METHODS`), ``fold_bn`` (fold BatchNorms into the convolutions before quantizing;
     quantization-aware training keeps them, with the folded weight quantized), the moving-average
-    observer's ``momentum`` and PACT's initial clipping level ``pact_alpha``. Post-training
+    observer's ``momentum``, PACT's initial clipping level ``pact_alpha`` and LSQ's starting
+    step ``lsq_init`` (``"paper"``: ``2 mean|x| / sqrt(q_max)`` as Esser et al.; ``"observer"``:
+    the range ``observer`` (activations) or ``weight_observer`` (weights) finds on the first
+    batch, e.g. ``mse``, as LSQ+ does). Post-training
     refinements (Nagel et al. 2019): ``equalize`` (cross-layer equalization of the weights'
     per-channel ranges before quantizing) and ``bias_correction`` (each layer's bias absorbs
     the mean error quantization adds to its outputs on the calibration data).
@@ -55,6 +58,7 @@ class QuantConfig:
     fold_bn: bool = True
     momentum: float = 0.01
     pact_alpha: float = 8.0
+    lsq_init: str = "paper"
     equalize: bool = False
     bias_correction: bool = False
 
@@ -67,6 +71,8 @@ class QuantConfig:
             if getattr(self, name) not in OBSERVERS:
                 raise UserError(f"unknown {name.replace('_', ' ')} '{getattr(self, name)}': "
                                 f"choose one of {', '.join(OBSERVERS)}")
+        if self.lsq_init not in ("paper", "observer"):
+            raise UserError(f"lsq_init must be 'paper' or 'observer', got {self.lsq_init!r}")
         if self.method not in METHODS:
             raise UserError(f"unknown quantization method '{self.method}': choose one of "
                             f"{', '.join(METHODS)}")

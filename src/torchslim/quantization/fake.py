@@ -8,7 +8,9 @@ quantization (QAT) and exports to int8.
                          range, 0 outside)
 :class:`LSQQuantize`     learned step size (Esser et al. 2020): the scale is a parameter, trained
                          with the gradient of ``torch._fake_quantize_learnable_*`` scaled by
-                         ``1 / sqrt(numel * q_max)``; initialised to ``2 mean|x| / sqrt(q_max)``
+                         ``1 / sqrt(numel * q_max)``; initialised to ``2 mean|x| / sqrt(q_max)``,
+                         or from an observer's range on the first batch (LSQ+, Bhalgat et al.
+                         2020: an MSE-optimal start helps short low-bit training)
 :class:`PACTQuantize`    PACT (Choi et al. 2018): activations clipped to a learned ``[0, alpha]``
                          and quantized there; ``alpha`` learns from the clipped values (with the
                          L2 term of :func:`pact_penalty`)
@@ -167,7 +169,8 @@ class LSQQuantize(Quantizer):
     """Learned step size quantization (see the module docstring); symmetric signed for
     weights, unsigned with zero point 0 for activations after a ReLU."""
 
-    def __init__(self, spec: QuantSpec, channels: int | None = None) -> None:
+    def __init__(self, spec: QuantSpec, channels: int | None = None,
+                 init: Observer | None = None) -> None:
         super().__init__(spec)
         size = channels if spec.per_channel else 1
         if spec.per_channel and channels is None:
@@ -175,8 +178,18 @@ class LSQQuantize(Quantizer):
         self.scale = nn.Parameter(torch.ones(size))
         self.register_buffer("zero_point", torch.zeros(size))
         self.register_buffer("initialised", torch.tensor(False))
+        # not a submodule: used once, on the first batch, and not saved
+        object.__setattr__(self, "init_observer", init)
 
     def _initialise(self, x: torch.Tensor) -> None:
+        if self.init_observer is not None:  # the step of the observed range on the grid
+            self.init_observer(x)
+            scale, _ = self.init_observer.qparams(self.spec)
+            with torch.no_grad():
+                self.scale.copy_(scale.reshape(self.scale.shape).clamp(min=1e-8))
+            self.initialised.fill_(True)
+            object.__setattr__(self, "init_observer", None)
+            return
         values = x.detach().abs()
         if self.spec.per_channel:
             dims = [d for d in range(x.dim()) if d != self.spec.axis % x.dim()]
@@ -215,7 +228,9 @@ class LSQQuantize(Quantizer):
         return False
 
     def extra_repr(self) -> str:
-        return f"LSQ {self.spec.describe()}"
+        start = "" if self.init_observer is None or bool(self.initialised) else (
+            f", starts from {type(self.init_observer).__name__}")
+        return f"LSQ {self.spec.describe()}{start}"
 
 
 class PACTQuantize(Quantizer):

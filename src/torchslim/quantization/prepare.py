@@ -125,7 +125,9 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
 def _weight_quantizer(config: QuantConfig, channels: int) -> Quantizer:
     spec = config.weight_spec()
     if config.method == "lsq":
-        return LSQQuantize(spec, channels)
+        init = (make_observer(config.weight_observer, spec.axis, config.weight_bits)
+                if config.lsq_init == "observer" else None)
+        return LSQQuantize(spec, channels, init)
     if config.method in ("dorefa", "pact"):  # PACT quantizes weights as DoReFa does
         return DoReFaWeight(config.weight_bits)
     if config.method == "wrpn":
@@ -140,7 +142,10 @@ def _activation_quantizer(config: QuantConfig, after_relu: bool) -> Quantizer:
     addition) get an observer-driven affine quantizer instead; LSQ quantizes them signed."""
     spec = config.activation_spec()
     if config.method == "lsq":
-        return LSQQuantize(spec if after_relu else spec.with_(signed=True, symmetric=True))
+        spec = spec if after_relu else spec.with_(signed=True, symmetric=True)
+        init = (make_observer(config.observer, None, config.activation_bits)
+                if config.lsq_init == "observer" else None)
+        return LSQQuantize(spec, init=init)
     if config.method == "pact" and after_relu:
         return PACTQuantize(config.activation_bits, config.pact_alpha)
     if config.method in ("dorefa", "wrpn") and after_relu:

@@ -139,9 +139,11 @@ class QATArgs(Args):
     signed_weights: bool = True
     signed_activations: bool = False
     observer: Literal[tuple(OBSERVERS)] = "moving_average"  # type: ignore[valid-type]
+    weight_observer: Literal[tuple(OBSERVERS)] = "minmax"  # type: ignore[valid-type]
     freeze_observers_epoch: Epoch | None = None
     freeze_bn_epoch: Epoch | None = None
     pact_strength: NonNegative = 0.0
+    lsq_init: Literal["paper", "observer"] = "paper"
     exclude: list[str] = []
 
 
@@ -200,7 +202,8 @@ def _qat(a: QATArgs, model) -> QuantizationStep:
     config = QuantConfig(
         weight_bits=a.weight_bits, activation_bits=a.activation_bits, per_channel=a.per_channel,
         signed_weights=a.signed_weights, signed_activations=a.signed_activations,
-        observer=a.observer, exclude=tuple(a.exclude), method=a.method, fold_bn=False,
+        observer=a.observer, weight_observer=a.weight_observer, exclude=tuple(a.exclude),
+        method=a.method, fold_bn=False, lsq_init=a.lsq_init,
     )
     return QuantizationStep(config, freeze_observers_epoch=a.freeze_observers_epoch,
                             freeze_bn_epoch=a.freeze_bn_epoch, pact_strength=a.pact_strength)
