@@ -6,6 +6,7 @@ Example (a student learns from a teacher in a plain loop)::
 
     >>> import torch
     >>> from torchslim.distill import DistillationLoss
+    >>> _ = torch.manual_seed(0)
     >>> teacher = torch.nn.Linear(4, 3)
     >>> student = torch.nn.Linear(4, 3)
     >>> criterion = DistillationLoss(teacher, temperature=4.0, alpha=0.9)
