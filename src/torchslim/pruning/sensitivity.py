@@ -125,6 +125,11 @@ class SensitivityResult:
             rows = [r for r in self.rows if r.granularity == kind]
             if kind == "block":  # one evaluation per block: a bar each
                 ax.bar(range(len(rows)), [r.top1 for r in rows], color="tab:gray")
+                dense = (self.meta.get("dense") or {}).get("top1")
+                if dense is not None:
+                    ax.axhline(dense, color="tab:red", linestyle="--", linewidth=1)
+                    ax.text(len(rows) - 0.5, dense + 1, f"whole model {dense:.2f} %",
+                            ha="right", fontsize=7, color="tab:red")
                 ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=6)
                 ax.set(title="residual blocks, one removed at a time", ylabel="top-1 %",
                        ylim=(0, 100))
