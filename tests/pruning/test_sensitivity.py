@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from torchslim.cli import main
+from torchslim.core.errors import UserError
 from torchslim.models import create_model
 from torchslim.pruning.sensitivity import (
     prunable_weights,
@@ -123,6 +124,12 @@ def test_block_granularity_removes_each_residual_block_alone_and_restores_it(tmp
     with torch.no_grad():
         assert torch.equal(model(x), reference)  # every block is back
     result.meta["dense"] = {"top1": 100.0}  # drawn as a line over the bars
+    some = sensitivity_analysis(model, score, [0.5], weights=["layer3.*"], granularities=["block"],
+                                progress=False, example_input=torch.zeros(1, 3, 32, 32))
+    assert [r.name for r in some.rows] == ["layer3.1", "layer3.2"]
+    with pytest.raises(UserError, match="'layer9.1' names no removable block"):
+        sensitivity_analysis(model, score, [0.5], weights=["layer9.1"], granularities=["block"],
+                             progress=False, example_input=torch.zeros(1, 3, 32, 32))
     paths = result.write(tmp_path)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 

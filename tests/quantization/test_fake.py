@@ -67,6 +67,13 @@ def test_lsq_can_start_from_an_observers_range():
     assert not torch.allclose(paper.scale.detach(), started.scale.detach())
     error = (out - values).pow(2).mean()
     assert error < (paper(values) - values).pow(2).mean()  # the MSE start fits better
+    signed = spec.with_(signed=True, symmetric=True)  # searched on LSQ's own grid
+    reference = MSEObserver(spec=signed)
+    reference(values - 2.0)
+    on_grid = LSQQuantize(signed, init=MSEObserver(spec=signed))
+    on_grid.start()
+    on_grid(values - 2.0)
+    assert torch.allclose(on_grid.scale.detach(), reference.qparams(signed)[0].reshape(1))
     weights = torch.randn(6, 3, 3, 3) * torch.arange(1, 7).view(6, 1, 1, 1)
     per_channel = LSQQuantize(QuantSpec.weights(4), channels=6, init=MSEObserver(0, 4))
     per_channel.start()

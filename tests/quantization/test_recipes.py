@@ -179,6 +179,12 @@ def test_lsq_recipe_can_start_its_steps_from_mse_ranges():
               - quantizer: {instance_name: lsq}
                 starting_epoch: 0
             """), "lsq.yaml")
+    from torchslim.quantization import QuantConfig
     with pytest.raises(UserError, match="lsq_init must be 'paper' or 'observer'"):
-        from torchslim.quantization import QuantConfig
         QuantConfig(method="lsq", lsq_init="mean")
+    with pytest.raises(UserError, match="needs method 'lsq', not 'pact'"):
+        QuantConfig(method="pact", lsq_init="observer")
+    from torchslim.quantization.prepare import _weight_quantizer
+    lsq = _weight_quantizer(QuantConfig(method="lsq", weight_bits=4, weight_observer="mse",
+                                        lsq_init="observer"), 6)
+    assert lsq.init_observer.spec == lsq.spec  # the MSE search runs on LSQ's own grid

@@ -1,9 +1,10 @@
 """Depth pruning: whole residual blocks removed, ranked by what their removal costs.
 
 A *residual block* is a submodule whose forward is ``x + f(x)`` or ``relu(x + f(x))`` with the
-shortcut ``x`` its own input (through ``nn.Identity`` at most) and an output shaped like its input
-(:func:`residual_blocks` finds them by tracing each submodule with torch.fx; blocks that
-downsample or change width keep their place). Removing one drops its branch ``f``: the block is
+shortcut ``x`` its own input (through ``nn.Identity`` at most, and not overwritten in place by
+the branch) and an output shaped like its input (:func:`residual_blocks` finds them by tracing
+each submodule with torch.fx; blocks that downsample or change width keep their place, and so
+does a block registered under two names). Removing one drops its branch ``f``: the block is
 replaced by ``nn.ReLU()`` or ``nn.Identity()``, which computes exactly what the block would with
 ``f`` returning zeros. Unlike thinning, the layers that remain keep their full width, so the MACs
 saved turn into speed on runtimes whose kernels favour wide layers (ONNX Runtime's CPU
@@ -34,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +90,20 @@ def _is_add(node: fx.Node) -> bool:
         node.op == "call_method" and node.target in ("add", "add_"))
 
 
+def _in_place(root: nn.Module, node: fx.Node) -> bool:
+    """Whether ``node`` may overwrite its first argument (``relu_``, ``x.mul_``, ``+=``,
+    ``nn.ReLU(inplace=True)``, ``inplace=True``)."""
+    if node.kwargs.get("inplace") is True:
+        return True
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.op == "call_function":
+        return node.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv) \
+            or getattr(node.target, "__name__", "").endswith("_")
+    module = _module(root, node)
+    return bool(getattr(module, "inplace", False))
+
+
 def _through_identity(root: nn.Module, node: Any) -> Any:
     while isinstance(node, fx.Node) and isinstance(_module(root, node), nn.Identity):
         node = node.args[0]
@@ -114,6 +130,17 @@ def _shortcut_form(module: nn.Module) -> str | None:
     x = inputs[0]
     if (left is x) == (right is x):  # no shortcut from the input, or x + x
         return None
+    # the shortcut must carry the input as it came: a branch that overwrites it in place
+    # (an in-place ReLU on x, x.mul_(...), x += ...) makes removal differ from a zero branch
+    aliases, frontier = {x}, [x]
+    while frontier:
+        current = frontier.pop()
+        for user in current.users:
+            if _in_place(module, user) and user.args and user.args[0] is current:
+                return None
+            if isinstance(_module(module, user), nn.Identity) and user not in aliases:
+                aliases.add(user)
+                frontier.append(user)
     return form
 
 
@@ -129,6 +156,7 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor) -> list[Resid
                 shapes[name] = (tuple(args[0].shape), tuple(output.shape))
         return record
 
+    example_input = _on_device(model, example_input)
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
     try:
         with torch.no_grad(), eval_mode(model):
@@ -137,10 +165,13 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor) -> list[Resid
         for handle in handles:
             handle.remove()
     macs = layer_macs(model, example_input)
+    names = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     blocks: list[ResidualBlock] = []
     for name, module in model.named_modules():
         if not name or name not in shapes or shapes[name][0] != shapes[name][1]:
             continue
+        if names[id(module)] > 1:
+            continue  # registered under two names: replacing one would leave the other
         if any(name.startswith(b.name + ".") for b in blocks):
             continue
         if not any(True for _ in module.children()):
@@ -150,6 +181,13 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor) -> list[Resid
             cost = sum(v for k, v in macs.items() if k.startswith(name + "."))
             blocks.append(ResidualBlock(name, form, cost))
     return blocks
+
+
+def _on_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of ``model``'s parameters (the schedule's example input stays on the
+    CPU when training moves the model)."""
+    param = next(model.parameters(), None)
+    return x if param is None else x.to(param.device)
 
 
 def _swap(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
@@ -204,6 +242,10 @@ class BlockImportance(Protocol):
 def _mean_loss(model: nn.Module, batches: Sequence[Batch], criterion) -> float:
     total, count = 0.0, 0
     for inputs, targets in batches:
+        if not isinstance(targets, torch.Tensor):
+            raise UserError("the loss importance needs (inputs, targets) batches with targets; "
+                            "rank without labels with CosineImportance (importance: cosine)")
+        inputs, targets = _on_device(model, inputs), _on_device(model, targets)
         total += float(criterion(model(inputs), targets)) * len(targets)
         count += len(targets)
     return total / max(count, 1)
@@ -247,7 +289,7 @@ class CosineImportance:
         try:
             with torch.no_grad(), eval_mode(model):
                 for inputs, _ in batches:
-                    model(inputs)
+                    model(_on_device(model, inputs))
                     seen += len(inputs)
         finally:
             for handle in handles:
@@ -287,8 +329,9 @@ class BlockPruner:
         self.exclude = list(exclude)
 
     def candidates(self, model: nn.Module, example_input: torch.Tensor) -> list[ResidualBlock]:
-        """The removable blocks not excluded; a UserError when there are none, or when an
-        ``exclude`` pattern names no removable block."""
+        """The removable blocks not excluded; a UserError when there are none, when an
+        ``exclude`` pattern names no removable block, or when ``blocks``/``target_macs``
+        cannot be reached with them (checked before anything is removed)."""
         found = residual_blocks(model, example_input)
         names = [b.name for b in found]
         if not found:
@@ -303,7 +346,18 @@ class BlockPruner:
                                 f"{did_you_mean(pattern, names)}; removable: "
                                 f"{', '.join(names)}")
             excluded.update(hits)
-        return [b for b in found if b.name not in excluded]
+        candidates = [b for b in found if b.name not in excluded]
+        if self.blocks is not None and self.blocks > len(candidates):
+            raise UserError(f"cannot remove {self.blocks} blocks: {type(model).__name__} has "
+                            f"{len(candidates)} removable")
+        if self.target_macs is not None:
+            total = sum(layer_macs(model, _on_device(model, example_input)).values())
+            floor = total - sum(b.macs for b in candidates)
+            if floor > self.target_macs * total:
+                raise UserError(f"removing every removable block keeps {floor / total:.1%} of "
+                                f"the MACs, above target_macs {self.target_macs}: raise the "
+                                "target or thin the layers too")
+        return candidates
 
     def prune(self, model: nn.Module, batches: Sequence[Batch],
               example_input: torch.Tensor | None = None) -> dict[str, Any]:
@@ -313,17 +367,9 @@ class BlockPruner:
             raise UserError("the block pruner needs at least one batch to rank the blocks")
         example = example_input if example_input is not None else batches[0][0][:1]
         candidates = self.candidates(model, example)
-        total = sum(layer_macs(model, example).values())
+        total = sum(layer_macs(model, _on_device(model, example)).values())
         budget = None if self.target_macs is None else self.target_macs * total
         count = self.blocks
-        if count is not None and count > len(candidates):
-            raise UserError(f"cannot remove {count} blocks: {type(model).__name__} has "
-                            f"{len(candidates)} removable")
-        floor = total - sum(b.macs for b in candidates)
-        if budget is not None and floor > budget:
-            raise UserError(f"removing every removable block keeps {floor / total:.1%} of the "
-                            f"MACs, above target_macs {self.target_macs}: raise the target or "
-                            "thin the layers too")
         chosen: list[ResidualBlock] = []
         scored: dict[str, float] = {}
         macs = total
@@ -381,8 +427,12 @@ class BlockRemovalStep(Step):
         if self.done or len(self._batches) >= self.collect_batches:
             return None
         inputs, targets = batch.get("inputs"), batch.get("targets")
-        if isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor):
-            self._batches.append((inputs.detach().clone(), targets.detach().clone()))
+        if not isinstance(inputs, torch.Tensor):
+            raise UserError("block removal ranks the blocks on tensor minibatches; this training "
+                            f"loop gives {type(inputs).__name__} inputs: call "
+                            "BlockPruner.prune(model, batches) yourself instead")
+        kept = targets.detach().clone() if isinstance(targets, torch.Tensor) else None
+        self._batches.append((inputs.detach().clone(), kept))
         return None
 
     def on_minibatch_end(self, ctx: StepContext, minibatch_id: int,
@@ -407,7 +457,8 @@ class BlockRemovalStep(Step):
         self._result = {"removed_blocks": record["blocks"], "block_scores": record["scores"]}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done}
+        return {"done": self.done, "result": self._result}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = bool(state.get("done", False))
+        self._result = state.get("result")  # logged at the end of the epoch it happened in

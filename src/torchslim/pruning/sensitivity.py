@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 from ..core.fileio import atomic_write_text
-from ..core.names import match_parameters
+from ..core.names import match_names, match_parameters
 from ..graph import build_graph
 from .depth import residual_blocks, without_block
 from .methods import LevelMethod, pruned_count
@@ -206,6 +206,17 @@ def _jobs(model, granularity, weights, levels, example_input):
             raise UserError(f"{type(model).__name__} has no residual block to remove (block "
                             "sensitivity needs submodules computing x + f(x) or "
                             "relu(x + f(x))): choose another granularity")
+        if weights:  # patterns select blocks by name
+            names = [b.name for b in blocks]
+            chosen: set[str] = set()
+            for pattern in weights:
+                hits = match_names(pattern, names)
+                if not hits:
+                    raise UserError(f"'{pattern}' names no removable block"
+                                    f"{did_you_mean(pattern, names)}; removable: "
+                                    f"{', '.join(names)}")
+                chosen.update(hits)
+            blocks = [b for b in blocks if b.name in chosen]
         for block in blocks:
             yield block.name, 1.0, 1.0, lambda block=block: without_block(model, block)
         return
@@ -239,7 +250,7 @@ def sensitivity_analysis(
     conv and linear weight). Granularity ``group`` prunes each coupled channel group of the
     traced model (see :mod:`torchslim.graph`; needs ``example_input``) by filter L1
     norm, as structured pruning and thinning will; ``block`` removes each residual block alone
-    (needs ``example_input``)."""
+    (needs ``example_input``; ``weights`` patterns then select blocks by name)."""
     for granularity in granularities:
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")

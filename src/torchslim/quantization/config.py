@@ -73,6 +73,9 @@ class QuantConfig:
                                 f"choose one of {', '.join(OBSERVERS)}")
         if self.lsq_init not in ("paper", "observer"):
             raise UserError(f"lsq_init must be 'paper' or 'observer', got {self.lsq_init!r}")
+        if self.lsq_init != "paper" and self.method != "lsq":
+            raise UserError(f"lsq_init sets LSQ's starting step: it needs method 'lsq', not "
+                            f"'{self.method}'")
         if self.method not in METHODS:
             raise UserError(f"unknown quantization method '{self.method}': choose one of "
                             f"{', '.join(METHODS)}")

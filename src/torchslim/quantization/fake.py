@@ -183,6 +183,7 @@ class LSQQuantize(Quantizer):
 
     def _initialise(self, x: torch.Tensor) -> None:
         if self.init_observer is not None:  # the step of the observed range on the grid
+            self.init_observer.to(x.device)  # not a submodule: .to() on the model skips it
             self.init_observer(x)
             scale, _ = self.init_observer.qparams(self.spec)
             with torch.no_grad():

@@ -300,10 +300,12 @@ OBSERVERS = {
 
 
 def make_observer(
-    kind: str, axis: int | None = None, bits: int = 8, momentum: float = 0.01
+    kind: str, axis: int | None = None, bits: int = 8, momentum: float = 0.01,
+    spec: QuantSpec | None = None,
 ) -> Observer:
     """An observer by name (see :data:`OBSERVERS`); histogram-based kinds fall back to min/max
-    per channel, where they do not apply."""
+    per channel, where they do not apply. ``spec``: the grid the MSE observer searches on
+    (default: int8 weights per channel with ``axis``, uint8 activations without)."""
     if kind not in OBSERVERS:
         raise UserError(f"unknown observer '{kind}'{did_you_mean(kind, OBSERVERS)}: choose one "
                         f"of {', '.join(OBSERVERS)}")
@@ -312,7 +314,7 @@ def make_observer(
             return MinMaxObserver(axis)
         return HistogramObserver(bits=bits) if kind == "histogram" else PercentileObserver()
     if kind == "mse":
-        return MSEObserver(axis, bits)
+        return MSEObserver(axis, bits, spec=spec)
     if kind == "moving_average":
         return MovingAverageMinMaxObserver(momentum, axis=axis)
     return OBSERVERS[kind](axis=axis)

@@ -125,8 +125,8 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
 def _weight_quantizer(config: QuantConfig, channels: int) -> Quantizer:
     spec = config.weight_spec()
     if config.method == "lsq":
-        init = (make_observer(config.weight_observer, spec.axis, config.weight_bits)
-                if config.lsq_init == "observer" else None)
+        init = (make_observer(config.weight_observer, spec.axis, config.weight_bits,
+                              spec=spec) if config.lsq_init == "observer" else None)
         return LSQQuantize(spec, channels, init)
     if config.method in ("dorefa", "pact"):  # PACT quantizes weights as DoReFa does
         return DoReFaWeight(config.weight_bits)
@@ -143,7 +143,7 @@ def _activation_quantizer(config: QuantConfig, after_relu: bool) -> Quantizer:
     spec = config.activation_spec()
     if config.method == "lsq":
         spec = spec if after_relu else spec.with_(signed=True, symmetric=True)
-        init = (make_observer(config.observer, None, config.activation_bits)
+        init = (make_observer(config.observer, None, config.activation_bits, spec=spec)
                 if config.lsq_init == "observer" else None)
         return LSQQuantize(spec, init=init)
     if config.method == "pact" and after_relu:
