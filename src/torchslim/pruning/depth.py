@@ -183,6 +183,21 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor) -> list[Resid
     return blocks
 
 
+def block_names(blocks: Sequence[ResidualBlock], patterns: Iterable[str],
+                label: str = "") -> set[str]:
+    """The names of ``blocks`` that ``patterns`` (exact, globs or regular expressions) select;
+    a UserError naming the first pattern that selects none."""
+    names = [b.name for b in blocks]
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = match_names(pattern, names)
+        if not hits:
+            raise UserError(f"{label}'{pattern}' names no removable block"
+                            f"{did_you_mean(pattern, names)}; removable: {', '.join(names)}")
+        chosen.update(hits)
+    return chosen
+
+
 def _on_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` on the device of ``model``'s parameters (the schedule's example input stays on the
     CPU when training moves the model)."""
@@ -333,19 +348,11 @@ class BlockPruner:
         ``exclude`` pattern names no removable block, or when ``blocks``/``target_macs``
         cannot be reached with them (checked before anything is removed)."""
         found = residual_blocks(model, example_input)
-        names = [b.name for b in found]
         if not found:
             raise UserError(f"{type(model).__name__} has no residual block that can be removed "
                             "(a submodule computing x + f(x) or relu(x + f(x)) with an output "
                             "shaped like its input)")
-        excluded: set[str] = set()
-        for pattern in self.exclude:
-            hits = match_names(pattern, names)
-            if not hits:
-                raise UserError(f"exclude '{pattern}' names no removable block"
-                                f"{did_you_mean(pattern, names)}; removable: "
-                                f"{', '.join(names)}")
-            excluded.update(hits)
+        excluded = block_names(found, self.exclude, "exclude ")
         candidates = [b for b in found if b.name not in excluded]
         if self.blocks is not None and self.blocks > len(candidates):
             raise UserError(f"cannot remove {self.blocks} blocks: {type(model).__name__} has "

@@ -38,11 +38,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.errors import UserError, did_you_mean
+from ..core.errors import UserError
 from ..core.fileio import atomic_write_text
-from ..core.names import match_names, match_parameters
+from ..core.names import match_parameters
 from ..graph import build_graph
-from .depth import residual_blocks, without_block
+from .depth import block_names, residual_blocks, without_block
 from .methods import LevelMethod, pruned_count
 from .structured import FilterNormPruner, removal_count
 
@@ -207,15 +207,7 @@ def _jobs(model, granularity, weights, levels, example_input):
                             "sensitivity needs submodules computing x + f(x) or "
                             "relu(x + f(x))): choose another granularity")
         if weights:  # patterns select blocks by name
-            names = [b.name for b in blocks]
-            chosen: set[str] = set()
-            for pattern in weights:
-                hits = match_names(pattern, names)
-                if not hits:
-                    raise UserError(f"'{pattern}' names no removable block"
-                                    f"{did_you_mean(pattern, names)}; removable: "
-                                    f"{', '.join(names)}")
-                chosen.update(hits)
+            chosen = block_names(blocks, weights)
             blocks = [b for b in blocks if b.name in chosen]
         for block in blocks:
             yield block.name, 1.0, 1.0, lambda block=block: without_block(model, block)
