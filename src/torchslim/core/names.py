@@ -64,6 +64,24 @@ def match_names(pattern: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if regex.fullmatch(n)]
 
 
+def select_names(patterns: Iterable[str], names: Sequence[str], what: str,
+                 hint: str = "") -> set[str]:
+    """The entries of ``names`` that any of ``patterns`` selects (:func:`match_names`); for the
+    first pattern that selects nothing, a UserError: ``what`` (with ``{pattern}`` filled in),
+    the closest names, then ``hint``.
+
+    >>> sorted(select_names(["layer1.*"], ["layer1.0", "layer1.1", "layer2.0"], "'{pattern}'"))
+    ['layer1.0', 'layer1.1']
+    """
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = match_names(pattern, names)
+        if not hits:
+            raise UserError(f"{what.format(pattern=pattern)}{did_you_mean(pattern, names)}{hint}")
+        chosen.update(hits)
+    return chosen
+
+
 def match_parameters(model: nn.Module, patterns: Iterable[str]) -> list[str]:
     """Parameter names of ``model`` selected by any of ``patterns``, in the model's order.
 

@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..core.edits import register_edit
-from ..core.errors import UserError, did_you_mean
+from ..core.errors import UserError
 from ..core.modules import eval_mode, sync_optimizer
-from ..core.names import match_names
+from ..core.names import select_names
 from ..core.steps import Step, StepContext
 from .allocation import layer_macs
 
@@ -188,14 +188,8 @@ def block_names(blocks: Sequence[ResidualBlock], patterns: Iterable[str],
     """The names of ``blocks`` that ``patterns`` (exact, globs or regular expressions) select;
     a UserError naming the first pattern that selects none."""
     names = [b.name for b in blocks]
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hits = match_names(pattern, names)
-        if not hits:
-            raise UserError(f"{label}'{pattern}' names no removable block"
-                            f"{did_you_mean(pattern, names)}; removable: {', '.join(names)}")
-        chosen.update(hits)
-    return chosen
+    return select_names(patterns, names, label + "'{pattern}' names no removable block",
+                        f"; removable: {', '.join(names)}")
 
 
 def _on_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -54,9 +54,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.conv import _ConvNd
 
-from ..core.errors import UserError, did_you_mean
+from ..core.errors import UserError
 from ..core.modules import eval_mode
-from ..core.names import match_names
+from ..core.names import select_names
 from ..graph.frontends import LeafTracer, propagate_shapes
 from .bias_correction import correct_bias
 from .config import QuantConfig
@@ -157,15 +157,9 @@ def _activation_quantizer(config: QuantConfig, after_relu: bool) -> Quantizer:
 
 def _excluded(model: nn.Module, patterns: Iterable[str]) -> set[str]:
     names = [name for name, _ in model.named_modules() if name]
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hits = match_names(pattern, names)
-        if not hits:
-            raise UserError(f"layer '{pattern}' to keep in float matches no layer of the model"
-                            f"{did_you_mean(pattern, names)}")
-        chosen.update(hits)
-        chosen.update(n for n in names if any(n.startswith(h + ".") for h in hits))
-    return chosen
+    chosen = select_names(patterns, names,
+                          "layer '{pattern}' to keep in float matches no layer of the model")
+    return chosen | {n for n in names if any(n.startswith(h + ".") for h in chosen)}
 
 
 def _is_float_tensor(node: fx.Node) -> bool:

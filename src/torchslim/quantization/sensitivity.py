@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import UserError, did_you_mean
-from ..core.names import match_names
+from ..core.errors import UserError
+from ..core.names import select_names
 from ..train import evaluate
 from .config import QuantConfig
 from .fake import Quantizer
@@ -173,13 +173,7 @@ def _check(config: QuantConfig, mode: str, metric: str, num_classes: int | None)
 def _chosen(names: list[str], patterns: Sequence[str] | None) -> list[str]:
     if patterns is None:
         return names
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hits = match_names(pattern, names)
-        if not hits:
-            raise UserError(f"layer '{pattern}' matches no quantized layer"
-                            f"{did_you_mean(pattern, names)}")
-        chosen.update(hits)
+    chosen = select_names(patterns, names, "layer '{pattern}' matches no quantized layer")
     return [name for name in names if name in chosen]
 
 
