@@ -7,6 +7,7 @@
 # by side, one thread each; every run is resumable (run the script again after a crash).
 # Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
 # (benchmarks/qat_summary.py). Run from the repository root after `make install`.
+# TRAIN_ARGS: more training options for every run, e.g. TRAIN_ARGS='--device cuda --no-amp'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -14,7 +15,7 @@ RUNS=runs/bench/qat_resnet20
 EPOCHS=${EPOCHS:-10}
 COMMON=(--model cifar_resnet20 --weights "$SHARED/models/resnet20-12fca82f.th"
         --data "$SHARED/data/cifar10-jpeg.tar.gz" --epochs "$EPOCHS" --lr 0.02 --batch-size 128
-        --schedule cosine --quiet --json)
+        --schedule cosine --quiet --json ${TRAIN_ARGS:-})
 export OMP_NUM_THREADS=1
 resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
 qat() {  # <recipe>[_kd]: _kd distills from the fp32 model fine-tuned here (run fp32 first)
@@ -27,9 +28,9 @@ qat() {  # <recipe>[_kd]: _kd distills from the fp32 model fine-tuned here (run 
 run() {  # one run by name: fp32, or a recipe benchmarks/recipes/resnet20_qat_<name>.yaml
          # (<name>_kd: the same recipe with the fine-tuned fp32 model as teacher)
     [ -s "$RUNS/$1.json" ] && return 0  # done
-    if [ "$1" = fp32 ]; then
-        .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/fp32" $(resume "$RUNS/fp32") \
-            | tail -n 1 > "$RUNS/fp32.tmp" && mv "$RUNS/fp32.tmp" "$RUNS/fp32.json"
+    if [ "${1%%_*}" = fp32 ]; then  # fp32, or fp32_<tag> (the same run again, e.g. on a GPU)
+        .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/$1" $(resume "$RUNS/$1") \
+            | tail -n 1 > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
     else
         qat "$1"
     fi

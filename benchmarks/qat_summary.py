@@ -19,6 +19,7 @@ from torchslim.pipelines.common import machine_meta
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
     ("fp32", "fp32, fine-tuned", None),
+    ("fp32_cuda", "fp32, fine-tuned (the same run on the GPU)", None),
     ("w8a8", "W8A8 (int8 weights per channel, uint8 activations, observer ranges)", 0.1),
     ("lsq_w4a4", "LSQ W4A4 (learned step sizes)", 2.0),
     ("dorefa_w4a4", "DoReFa W4A4", None),
@@ -26,23 +27,28 @@ RUNS = [
     ("w8a8_kd", "W8A8, distilling from the fine-tuned fp32 model", 0.1),
     ("w8a8_late", "W8A8, fp32 for 5 epochs, then 5 of quantization-aware training", 0.1),
     ("lsq_w4a4_kd", "LSQ W4A4, distilling from the fine-tuned fp32 model", 2.0),
+    ("lsq_w4a4_mse_kd", "LSQ W4A4 started from MSE ranges, distilling", 2.0),
 ]
+#: the fp32 run each device's rows are compared with
+REFERENCE = {"cpu": "fp32", "cuda": "fp32_cuda"}
 
 
 def main(runs: Path) -> None:
     rows = []
     results = {name: json.loads((runs / f"{name}.json").read_text())
                for name, _, _ in RUNS if (runs / f"{name}.json").is_file()}
-    dense = results.get("fp32", {}).get("top1")
     for name, label, target in RUNS:
         if name not in results:
             rows.append({"run": name, "label": label, "top1": None, "note": "not run"})
             continue
-        top1 = results[name]["top1"]
-        gap = None if dense is None or name == "fp32" else round(top1 - dense, 2)
+        top1, device = results[name]["top1"], results[name].get("device", "cpu")
+        reference = REFERENCE.get(device, "fp32")
+        dense = results.get(reference, {}).get("top1")
+        gap = None if dense is None or name.startswith("fp32") else round(top1 - dense, 2)
         met = None if target is None or gap is None else gap >= -target
-        rows.append({"run": name, "label": label, "top1": round(top1, 2), "gap": gap,
-                     "target": target, "met": met, "epochs": results[name].get("epochs")})
+        rows.append({"run": name, "label": label, "top1": round(top1, 2), "device": device,
+                     "reference": reference, "gap": gap, "target": target, "met": met,
+                     "epochs": results[name].get("epochs")})
     meta = {**machine_meta(), "runs": str(runs)}
     lines = [
         "# Quantization-aware training, ResNet-20, JPEG CIFAR-10",
@@ -51,19 +57,21 @@ def main(runs: Path) -> None:
         "0.02, cosine, batch 128, crop and flip) on the 50,000 JPEG training images; top-1 on the "
         "10,000 JPEG test images, in PyTorch (the quantizers simulate the integer arithmetic). "
         "The `_kd` rows add knowledge distillation (T=4, alpha 0.9) with the fine-tuned fp32 row "
-        "as teacher. Produced by `benchmarks/qat_resnet20.sh`.",
+        "as teacher. Produced by `benchmarks/qat_resnet20.sh`. Trained on: `cpu` is this "
+        "machine, `cuda` an NVIDIA H100 lent for a session (TRAIN_ARGS='--device cuda "
+        "--no-amp'); each row is compared with the fp32 run trained on the same device.",
         "",
-        f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+        f"Summary written on: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
         "",
-        "| run | top-1 % | vs fp32 fine-tuned | target |",
-        "|---|---|---|---|",
+        "| run | trained on | top-1 % | vs fp32 fine-tuned | target |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         gap = "" if row.get("gap") is None else f"{row['gap']:+.2f}"
         target = "" if row.get("target") is None else (
             f"within {row['target']}: {'met' if row['met'] else 'missed'}")
         top1 = "—" if row["top1"] is None else f"{row['top1']:.2f}"
-        lines.append(f"| {row['label']} | {top1} | {gap} | {target} |")
+        lines.append(f"| {row['label']} | {row.get('device', '')} | {top1} | {gap} | {target} |")
     results_dir = ROOT / "benchmarks" / "results"
     atomic_write_text(results_dir / "qat_resnet20.json",
                       json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -35,6 +35,7 @@ def test_distill_trains_a_student_that_reloads(teacher, tmp_path, capsys):
     payload = last_json(capsys.readouterr().out)
     assert payload["rows"][1]["name"] == "demo_cnn (distilled from demo_cnn)"
     assert payload["top1"] > 80.0  # 4 epochs from scratch on digits, taught by a good teacher
+    assert payload["device"] == "cpu"  # --device auto, no GPU in the tests' machines
     student = load_weights(create_model("demo_cnn"), payload["model_path"])
     assert not any("adapter" in key for key in student.state_dict())  # adapters stay outside
     log = (out / "schedule.txt").read_text()

@@ -264,3 +264,20 @@ def test_a_parametrized_reader_still_reads_its_channels():
     before = model(x)
     thin(model, x)
     assert model.conv1.out_channels == 4 and torch.allclose(model(x), before)
+
+
+def test_the_thinning_check_compares_without_tf32_and_restores_the_flags():
+    # TF32 (on by default for cuDNN convolutions) moves a ResNet's output by ~1e-4, past the
+    # check's tolerance: the comparison runs in full float32 and leaves the user's flags alone.
+    from torchslim.pruning.thinning import _full_float32
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with _full_float32():
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 == before[1]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -148,3 +149,31 @@ def test_conv_bn_quantization_aware_module_equals_the_folded_convolution_in_eval
     assert torch.allclose(module(x), plain(x), atol=1e-5)
     module.train()
     assert module(x).shape == (2, 4, 6, 6)  # batch statistics, folded weight quantized
+
+
+def test_quantizer_qparams_follow_the_parameters_device():
+    # On CUDA a zero point left on the CPU stops the first QAT step; the meta device shows the
+    # same placement without a GPU.
+    scale, zero = PACTQuantize(4).to("meta").qparams()
+    assert scale.device.type == "meta" and zero.device.type == "meta"
+
+
+def test_quantization_aware_training_observes_training_batches_only():
+    # Evaluating a model in training (on the test split, or a summary's zeros) must not move its
+    # ranges; calibration, which runs in eval mode, must.
+    quantizer = FakeQuantize.activations("moving_average", bits=4)
+    quantizer.start()
+    quantizer.train()
+    quantizer(torch.linspace(0.0, 4.0, 100))
+    trained = (quantizer.scale.clone(),
+               {k: v.clone() for k, v in quantizer.observer.state_dict().items()})
+    quantizer.eval()
+    quantizer(torch.zeros(100))
+    quantizer(torch.linspace(0.0, 40.0, 100))
+    assert torch.equal(quantizer.scale, trained[0])
+    assert all(torch.equal(v, trained[1][k]) for k, v in quantizer.observer.state_dict().items())
+
+    calibrating = FakeQuantize.activations("minmax", bits=8).eval()
+    calibrating(torch.tensor([0.0, 2.55]))  # observing, not quantizing: records in eval mode
+    calibrating.freeze()
+    assert calibrating.scale.item() == pytest.approx(0.01)

@@ -18,7 +18,7 @@ from ..pipelines.compress import compress, report, schedule_notes
 from ..recipe import build_scheduler, load_recipe
 from ..recipes import recipe_names, recipe_path
 from ..schedule import CompressionScheduler
-from ..train import seed_everything
+from ..train import resolve_device, seed_everything
 from .common import (
     Emit,
     add_common,
@@ -153,6 +153,7 @@ def run_schedule(
         "sparsity": summary.sparsity,
         "model_path": str(run.model_path),
         "epochs": len(run.history),
+        "device": str(resolve_device(config.device)),
         "rows": [row.to_dict() for row in rows],
         "schedule_log": str(args.out / "schedule.json"),
         "notes": notes,

@@ -42,8 +42,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -231,10 +232,22 @@ def _largest_difference(before: Any, after: Any) -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """No TF32 on CUDA while comparing: its 10-bit mantissa moves outputs by ~1e-3."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def _check(model: nn.Module, record: ThinningRecord, example_input: torch.Tensor) -> None:
     trial = copy.deepcopy(model)
     _apply(trial, record)
-    with eval_mode(model), eval_mode(trial), torch.no_grad():
+    with eval_mode(model), eval_mode(trial), torch.no_grad(), _full_float32():
         expected = model(example_input)
         try:
             got = trial(example_input)

@@ -3,7 +3,8 @@ let the gradient through (straight-through estimator), so one model calibrates, 
 quantization (QAT) and exports to int8.
 
 =======================  ===========================================================================
-:class:`FakeQuantize`    an observer decides the range (calibration, or running ranges in QAT);
+:class:`FakeQuantize`    an observer decides the range (calibration, or running ranges in QAT,
+                         updated by training batches only: evaluation leaves them alone);
                          rounding with the core ``torch.fake_quantize_*`` ops (gradient 1 inside the
                          range, 0 outside)
 :class:`LSQQuantize`     learned step size (Esser et al. 2020): the scale is a parameter, trained
@@ -125,11 +126,16 @@ class FakeQuantize(Quantizer):
         return self.scale, self.zero_point
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing:
+        # Calibration (observing, not quantizing) records in any mode; quantization-aware
+        # training records training batches only, so that evaluating the model (on the test
+        # split, or on the zeros a summary traces) leaves its ranges alone. torch.ao's
+        # FakeQuantize records in eval mode too, until disable_observer is applied.
+        observe = self.observing and (self.training or not self.quantizing)
+        if observe:
             self.observer(x)
         if not self.quantizing:
             return x
-        if self.observing or self.scale.numel() == 0:
+        if observe or self.scale.numel() == 0:
             self.update()
         return fake_quantize(x, self.scale, self.zero_point, self.spec)
 
@@ -250,7 +256,8 @@ class PACTQuantize(Quantizer):
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         alpha = self.alpha.detach().abs().clamp(min=1e-6)
-        return (alpha / self.spec.q_max).reshape(()), torch.tensor(0, dtype=torch.int32)
+        zero = torch.zeros((), dtype=torch.int32, device=alpha.device)
+        return (alpha / self.spec.q_max).reshape(()), zero
 
     def observing_allowed(self) -> bool:
         return False
