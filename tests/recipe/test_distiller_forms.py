@@ -538,3 +538,34 @@ def test_filter_rankings_take_filters_only_and_no_foreign_keys(cls, body, match)
             "policies:\n  - pruner: p\n    starting_epoch: 0\n    ending_epoch: 2\n")
     with pytest.raises(UserError, match=match):
         parse_recipe(text, "r.yaml")
+
+
+@pytest.mark.parametrize("cls", ["ActivationAPoZRankedFilterPruner",
+                                 "ActivationMeanRankedFilterPruner"])
+def test_activation_ranking_never_sees_the_evaluation(cls):
+    # An epoch of one minibatch ends before collect_batches: the ranking must use that training
+    # batch, not the evaluation that runs after it (the test split would choose the filters).
+    recipe = parse_recipe(f"""
+pruners:
+  p: {{class: {cls}, desired_sparsity: 0.5, group_type: Filters,
+      weights: [module.layer1.0.conv1.weight, module.layer2.0.conv1.weight]}}
+policies:
+  - pruner: p
+    epochs: [0]
+""")
+
+    def pruned(eval_batches):
+        torch.manual_seed(0)
+        model = create_model("resnet20_cifar")
+        schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+        train = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))]
+        Trainer(model, train, TrainConfig(epochs=1, lr=1e-9, device="cpu"), callbacks=[schedule],
+                eval_batches=eval_batches, progress=False).fit()
+        schedule.finish()
+        weight = model.layer2[0].conv1.weight
+        return [int(c) for c in torch.nonzero(weight.flatten(1).abs().sum(1) == 0)]
+
+    torch.manual_seed(1)
+    shifted = [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,)))
+               for _ in range(4)]
+    assert pruned(shifted) == pruned(None)

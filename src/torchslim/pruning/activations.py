@@ -229,9 +229,13 @@ class CollectingPruneStep(StructuredPruneStep):
         if self._watching:
             for importance in self._importances():
                 importance.after_step()
+            if 0 < minibatches_per_epoch <= minibatch_id + 1:
+                # the epoch's last minibatch, before collect_batches: prune with what training
+                # showed, before the evaluation that follows can add to the statistics
+                self._prune(ctx)
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
-        if self._watching:  # an epoch shorter than collect_batches: prune with what it saw
+        if self._watching:  # batches of unknown number ran out: prune with what they showed
             self._prune(ctx)
         result, self._result = self._result, {}
         return result
