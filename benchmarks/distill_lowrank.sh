@@ -8,14 +8,15 @@
 #           1.5x fewer MACs (8) -> ResNet-20 taught by ResNet-56 (10) -> group sensitivity of
 #           ResNet-56, then TargetMACsPruner at 48 %, 25 % and 17 % of the MACs + KD (8 each)
 #           -> whole residual blocks removed to 29 % of the MACs + KD (8)
-#           -> second attempts: inner filters at lr 0.05 and at alpha 0.5; blocks removed with
-#           16 and 32 epochs
+#           -> second attempts: inner filters at lr 0.05, at alpha 0.5, with hints on each
+#           stage's output (weight 1 and 0.1); blocks removed with 16, 32 and 64 epochs, in three
+#           steps, with hints; ResNet-56 fine-tuned again (seed 0, the same-device reference)
 #   lane b: ResNet-20 dense 15 epochs (the teacher) -> AGP 90 % + KD (15) -> ResNet-20 plain
 #           fine-tune (10) -> transfer to cat vs dog: frozen backbone, full fine-tuning, frozen
 #           for one epoch then full (5 each) -> DS student alone, and taught by ResNet-20 (15 each)
 #           -> second attempts: AGP reaching 90 % by epoch 6 (lr 0.02, 0.05, 0.1; 0.05 with
 #           alpha 0.5); ResNet-20 taught by ResNet-56 at alpha 0.5 and at lr 0.05; seeds 1-3 of
-#           the taught and 0-3 of the plain ResNet-20
+#           the taught and 0-3 of the plain ResNet-20; AGP by epoch 6 at lr 0.05 with hints
 # Run names as arguments run just those, in order (see run() for the names). The plain ResNet-20
 # fine-tune is the fp32 row of benchmarks/qat_resnet20.sh (same command): taken from there when
 # that run is done.
@@ -136,6 +137,9 @@ run() {  # one run by name
     r20_agp90fast_hint_lr05) compress "$1" cifar_resnet20 \
         benchmarks/recipes/resnet20_agp90_fast.yaml "$(ep 15)" 0.05 --weights "$R20" \
         "${T20[@]}" $(hints "$1") ;;
+    r56_depth30_gradual32)  # the same 19 blocks removed in three steps (epochs 0, 4, 8)
+        compress "$1" cifar_resnet56 benchmarks/recipes/resnet56_depth30_gradual.yaml \
+            "$(ep 32 2)" 0.02 --weights "$R56" "${T56[@]}" ;;
     r56_dense8_s[0-9]) train "$1" cifar_resnet56 "$R56" "$(ep 8)" 0.02 --seed "${1##*_s}" ;;
     r56_inner_kd_a05) compress r56_inner_kd_a05 cifar_resnet56 \
         benchmarks/recipes/resnet56_inner.yaml "$(ep 8)" 0.02 --weights "$R56" "${T56[@]}" \
@@ -175,12 +179,15 @@ run() {  # one run by name
 }
 LANE_A=(r56_dense8 r56_inner_kd r56_tucker2 r20_kd_from_r56 r56_target_macs_kd
         r56_target25_kd r56_target17_kd r56_depth30_kd
-        r56_inner_kd_lr05 r56_inner_kd_a05 r56_depth30_kd16 r56_depth30_kd32)
+        r56_inner_kd_lr05 r56_inner_kd_a05 r56_depth30_kd16 r56_depth30_kd32
+        r56_inner_hint r56_inner_hint01 r56_depth30_kd64 r56_depth30_gradual32
+        r56_depth30_hint32 r56_dense8_s0)
 LANE_B=(r20_dense15 r20_agp90_kd r20_plain10 transfer_frozen transfer_full transfer_two_phase
         r20_ds_scratch r20_ds_kd
         r20_agp90fast_kd r20_agp90fast_kd_lr05 r20_agp90fast_kd_lr10 r20_agp90fast_kd_lr05_a05
         r20_kd_from_r56_a05 r20_kd_from_r56_lr05 r20_kd_from_r56_s1 r20_kd_from_r56_s2
-        r20_kd_from_r56_s3 r20_plain10_s0 r20_plain10_s1 r20_plain10_s2 r20_plain10_s3)
+        r20_kd_from_r56_s3 r20_plain10_s0 r20_plain10_s1 r20_plain10_s2 r20_plain10_s3
+        r20_agp90fast_hint_lr05)
 lane() { for name in "$@"; do run "$name"; done; }
 mkdir -p "$RUNS"
 # Run names as arguments run those, one after the other (e.g. on one core while another

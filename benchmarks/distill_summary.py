@@ -33,10 +33,14 @@ RUNS = [
     ("r20_agp90fast_kd_lr10", "cifar_resnet20", "the same, 90 % by epoch 6, lr 0.1"),
     ("r20_agp90fast_kd_lr05_a05", "cifar_resnet20",
      "the same, 90 % by epoch 6, lr 0.05, alpha 0.5"),
+    ("r20_agp90fast_hint_lr05", "cifar_resnet20",
+     "the same, 90 % by epoch 6, lr 0.05, + hints on each stage's output"),
     ("r56_dense8", "cifar_resnet56", "ResNet-56 fine-tuned 8 epochs (teacher, baseline)"),
     ("r56_inner_kd", "cifar_resnet56", "ResNet-56 inner filters -55 % + KD from ResNet-56, 8 ep."),
     ("r56_inner_kd_lr05", "cifar_resnet56", "the same, lr 0.05"),
     ("r56_inner_kd_a05", "cifar_resnet56", "the same, alpha 0.5"),
+    ("r56_inner_hint", "cifar_resnet56", "the same, + hints on each stage's output (weight 1)"),
+    ("r56_inner_hint01", "cifar_resnet56", "the same, + hints (weight 0.1)"),
     ("r56_target_macs_kd", "cifar_resnet56",
      "ResNet-56 sensitivity-allocated ratios (48 % MACs) + KD, 8 ep."),
     ("r56_target25_kd", "cifar_resnet56",
@@ -47,6 +51,10 @@ RUNS = [
      "ResNet-56, whole blocks removed (29 % MACs) + KD, 8 ep."),
     ("r56_depth30_kd16", "cifar_resnet56", "the same, 16 epochs"),
     ("r56_depth30_kd32", "cifar_resnet56", "the same, 32 epochs"),
+    ("r56_depth30_kd64", "cifar_resnet56", "the same, 64 epochs"),
+    ("r56_depth30_gradual32", "cifar_resnet56",
+     "the same blocks removed in three steps (epochs 0, 4, 8), 32 epochs"),
+    ("r56_depth30_hint32", "cifar_resnet56", "32 epochs, + hints on each stage's output"),
     ("r56_tucker2", "cifar_resnet56", "ResNet-56 Tucker-2, 1.5x fewer MACs, 8 epochs"),
     ("r20_plain10", "cifar_resnet20", "ResNet-20 fine-tuned 10 epochs"),
     *[(f"r20_plain10_s{seed}", "cifar_resnet20", f"the same, seed {seed}") for seed in range(4)],
@@ -64,8 +72,9 @@ RUNS = [
 ]
 
 _AGP = ["r20_agp90_kd", "r20_agp90fast_kd", "r20_agp90fast_kd_lr05", "r20_agp90fast_kd_lr10",
-        "r20_agp90fast_kd_lr05_a05"]
-_HALF = ["r56_inner_kd", "r56_inner_kd_lr05", "r56_inner_kd_a05", "r56_target_macs_kd"]
+        "r20_agp90fast_kd_lr05_a05", "r20_agp90fast_hint_lr05"]
+_HALF = ["r56_inner_kd", "r56_inner_kd_lr05", "r56_inner_kd_a05", "r56_inner_hint",
+         "r56_inner_hint01", "r56_target_macs_kd"]
 _KD = ["r20_kd_from_r56", "r20_kd_from_r56_a05", "r20_kd_from_r56_lr05"]
 
 #: (runs, reference run, test on (gap, MACs ratio, params ratio), target text): one check per
