@@ -271,13 +271,17 @@ def test_the_thinning_check_compares_without_tf32_and_restores_the_flags():
     # check's tolerance: the comparison runs in full float32 and leaves the user's flags alone.
     from torchslim.pruning.thinning import _full_float32
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.backends.cudnn.deterministic)
     torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.deterministic = True
     try:
         with _full_float32():
             assert not torch.backends.cuda.matmul.allow_tf32
             assert not torch.backends.cudnn.allow_tf32
+            assert torch.backends.cudnn.deterministic  # the user's other settings stay
         assert torch.backends.cuda.matmul.allow_tf32
         assert torch.backends.cudnn.allow_tf32 == before[1]
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before[0]
+        torch.backends.cudnn.deterministic = before[2]
