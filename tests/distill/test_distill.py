@@ -123,9 +123,8 @@ def test_hints_train_their_adapter_and_resume_with_it(tmp_path):
         schedule.add(step, Policy(0), "kd")
         trainer = Trainer(student, data, TrainConfig(epochs=3, lr=0.05, device="cpu"),
                           callbacks=[schedule], out_dir=out, progress=False)
-        trainer.config.epochs = epochs
         initial = step.hints.adapters["1"].weight.detach().clone()
-        trainer.fit(resume=resume)
+        trainer.fit(resume=resume, until=epochs)
         schedule.finish()
         return student, step, trainer, initial
 

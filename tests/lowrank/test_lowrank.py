@@ -89,6 +89,10 @@ def test_depthwise_separable_and_group_forms_are_exact_when_the_weight_has_that_
     (lambda: factorize(create_model("demo_cnn"), "svd", ratio=0.5, layers=["nope"]),
      "layer 'nope' matches no layer"),
     (lambda: factorize(create_model("demo_cnn"), "svd"), "exactly one of rank, energy or ratio"),
+    (lambda: factorize(create_model("demo_cnn"), "svd", rank=(2, 3)),
+     r"a whole number, got \(2, 3\)"),
+    (lambda: factorize(create_model("demo_cnn"), "tucker2", rank=(2, 3, 4)), "one number or two"),
+    (lambda: factorize(create_model("demo_cnn"), "depthwise_separable", rank=2), "has no rank"),
 ])
 def test_impossible_requests_are_user_errors(call, match):
     with pytest.raises(UserError, match=match):
@@ -168,3 +172,13 @@ def test_sync_optimizer_keeps_parameters_trained_outside_the_model():
     assert any(p is adapter for p in optimizer.param_groups[1]["params"])
     assert {id(p) for p in optimizer.param_groups[0]["params"]} == \
         {id(p) for p in model.parameters()}
+
+
+def test_factorizing_a_frozen_layer_keeps_it_frozen():
+    model = create_model("demo_cnn")
+    model.features.requires_grad_(False)
+    factorize(model, "svd", rank=2, layers=["features.1.0", "classifier"])
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith("features.") for n in frozen)
+    assert any(n.startswith("features.1.0.") for n in frozen)  # the new layers inside it
+    assert all(p.requires_grad for p in model.classifier.parameters())

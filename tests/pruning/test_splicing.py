@@ -62,8 +62,7 @@ policies:
         schedule = build_scheduler(parse_recipe(text), model)
         trainer = Trainer(model, data, TrainConfig(epochs=3, lr=0.01, device="cpu"),
                           callbacks=[schedule], out_dir=out, progress=False)
-        trainer.config.epochs = epochs
-        trainer.fit(resume=resume)
+        trainer.fit(resume=resume, until=epochs)
         schedule.finish()
         return model
 

@@ -29,8 +29,7 @@ def _run(out, epochs, method, fold_bn, resume=False):
     config = TrainConfig(epochs=3, lr=0.05, schedule="cosine", device="cpu")
     trainer = Trainer(model, _batches(), config, callbacks=[schedule], out_dir=out,
                       progress=False)
-    trainer.config.epochs = epochs
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, until=epochs)
     return model, trainer
 
 

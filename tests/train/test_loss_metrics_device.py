@@ -266,10 +266,9 @@ def test_loss_scaler_state_round_trips_through_the_checkpoint(tmp_path):
     """The CUDA scaler cannot run here; a CPU GradScaler goes through the same plumbing:
     scale(loss).backward(), step, update, saved with the checkpoint, restored on resume."""
     config = TrainConfig(epochs=3, lr=0.05, device="cpu")
-    first = Trainer(make_model(), ShuffledBatches(), TrainConfig(**{**config.__dict__,
-                    "epochs": 2}), out_dir=tmp_path, progress=False)
+    first = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path, progress=False)
     first.scaler = torch.amp.GradScaler("cpu", init_scale=4.0, growth_interval=1)
-    first.fit()
+    first.fit(until=2)
     steps = 2 * len(ShuffledBatches())
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]
     assert saved["scale"] == 4.0 * 2**steps  # grew once per (finite) step
@@ -285,8 +284,7 @@ def test_loss_scaler_state_round_trips_through_the_checkpoint(tmp_path):
     plain = Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path, progress=False)
     assert plain.resume() == 2 and not plain.scaler.is_enabled()
     other = tmp_path / "plain"
-    Trainer(make_model(), ShuffledBatches(), TrainConfig(epochs=1, device="cpu"), out_dir=other,
-            progress=False).fit()
+    Trainer(make_model(), ShuffledBatches(), config, out_dir=other, progress=False).fit(until=1)
     fresh = Trainer(make_model(), ShuffledBatches(), config, out_dir=other, progress=False)
     fresh.scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
     fresh.resume()

@@ -157,8 +157,7 @@ def test_resume_continues_exactly(tmp_path):
     stopped = Trainer(make_model(), ShuffledBatches(), TrainConfig(**config.__dict__),
                       out_dir=tmp_path, callbacks=[recorder], eval_batches=ShuffledBatches(),
                       progress=False)
-    stopped.config.epochs = 2
-    stopped.fit()
+    stopped.fit(until=2)
     assert recorder.fired == 2
 
     resumed_model = make_model()
@@ -266,6 +265,8 @@ def test_resume_without_checkpoint_is_a_user_error(tmp_path):
     ({"optimizer": "rmsprop"}, "optimizer"),
     ({"schedule": "poly"}, "schedule"),
     ({"schedule": "multistep"}, "milestones"),
+    ({"momentum": -0.5}, "momentum must be >= 0"),
+    ({"weight_decay": -1}, "weight decay must be >= 0"),
 ])
 def test_bad_config_is_a_user_error(kwargs, match):
     with pytest.raises(UserError, match=match):
@@ -341,3 +342,92 @@ def test_thin_strided_1x1_convs_train_without_crashing_at_one_thread(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-500:]
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"epochs": 6}, "epochs 4 -> 6"),
+    ({"weight_decay": 0.0}, "weight_decay 0.0005 -> 0.0"),
+    ({"optimizer": "adamw"}, "optimizer 'sgd' -> 'adamw'"),
+    ({"lr": 0.2}, "lr 0.1 -> 0.2"),
+])
+def test_resuming_with_other_training_options_is_a_user_error(tmp_path, change, named):
+    config = TrainConfig(epochs=4, lr=0.1, device="cpu")
+    Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path,
+            progress=False).fit(until=2)
+    assert not (tmp_path / "model.pt").exists()  # written when the last epoch is
+    other = TrainConfig(**{**config.__dict__, **change})
+    with pytest.raises(UserError, match=f"other training options \\({named}\\)"):
+        Trainer(make_model(), ShuffledBatches(), other, out_dir=tmp_path,
+                progress=False).fit(resume=True)
+    # where and how it runs may change
+    same = TrainConfig(**{**config.__dict__, "checkpoint_minutes": 5.0, "channels_last": False})
+    history = Trainer(make_model(), ShuffledBatches(), same, out_dir=tmp_path,
+                      progress=False).fit(resume=True)
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3]
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_a_run_without_the_cosine_schedule_may_be_extended(tmp_path):
+    config = TrainConfig(epochs=2, lr=0.1, schedule="constant", device="cpu")
+    Trainer(make_model(), ShuffledBatches(), config, out_dir=tmp_path, progress=False).fit()
+    longer = TrainConfig(**{**config.__dict__, "epochs": 3})
+    history = Trainer(make_model(), ShuffledBatches(), longer, out_dir=tmp_path,
+                      progress=False).fit(resume=True)
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+
+
+class Elsewhere:
+    """Stands in for a parameter on another device (no GPU here): records the move."""
+
+    device = torch.device("meta")
+
+    def __init__(self):
+        self.data = torch.ones(2)
+        self.moved_to = None
+
+    def __setattr__(self, name, value):
+        if name == "data" and hasattr(self, "data"):
+            self.moved_to = value.device
+        object.__setattr__(self, name, value)
+
+
+class Adapter(Callback):
+    """Trains a parameter of its own beside the model (as a distillation adapter does)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def extra_parameters(self):
+        return {"weight": self.weight}
+
+
+def test_parameters_callbacks_train_move_to_the_training_device():
+    elsewhere, here = Elsewhere(), nn.Parameter(torch.ones(2))
+    trainer = Trainer(make_model(), ShuffledBatches(), TrainConfig(device="cpu"),
+                      callbacks=[Adapter(elsewhere), Adapter(here)], progress=False)
+    trainer._to_training_device()
+    assert elsewhere.moved_to == torch.device("cpu")
+    assert trainer.callbacks[1].weight is here  # already there: the same parameter
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_hint_distillation_trains_on_cuda(tmp_path):
+    from torchslim.distill import Hint, KnowledgeDistillation, Teacher
+    from torchslim.schedule import CompressionScheduler, Policy
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(4 * 64, 5))
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(8 * 64, 5))
+    schedule = CompressionScheduler(student, example_input=torch.zeros(1, 3, 8, 8))
+    step = KnowledgeDistillation(Teacher(teacher), hints=[Hint("1", "1")])
+    schedule.add(step, Policy(0), "kd")
+    data = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(2)]
+    config = TrainConfig(epochs=2, lr=0.05, device="cuda", amp=False)
+    Trainer(student, data, config, callbacks=[schedule], out_dir=tmp_path,
+            progress=False).fit(until=1)
+    schedule = CompressionScheduler(student, example_input=torch.zeros(1, 3, 8, 8))
+    schedule.add(KnowledgeDistillation(Teacher(teacher), hints=[Hint("1", "1")]), Policy(0), "kd")
+    Trainer(student, data, config, callbacks=[schedule], out_dir=tmp_path,
+            progress=False).fit(resume=True)  # optimizer state for the adapter on the GPU too
+    assert step.hints.adapters["1"].weight.device.type == "cuda"

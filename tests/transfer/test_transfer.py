@@ -26,9 +26,7 @@ def _data(classes=10):
 def _fit(model, schedule, out=None, epochs=3, resume=False, stop=None):
     trainer = Trainer(model, _data(), TrainConfig(epochs=epochs, lr=0.1, device="cpu"),
                       callbacks=[schedule], out_dir=out, progress=False)
-    if stop is not None:
-        trainer.config.epochs = stop
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, until=stop)
     return trainer
 
 

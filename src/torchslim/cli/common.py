@@ -49,6 +49,17 @@ def shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got '{text}'") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value:g}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1."""
     try:
@@ -112,6 +123,12 @@ def add_train_args(
 ) -> None:
     parser.add_argument("--eval-split", default="test",
                         help="split evaluated after every epoch (default: test)")
+    parser.add_argument(
+        "--holdout", type=open_fraction, default=None, metavar="F",
+        help="set aside F of every class of the training split (seeded by --seed) and "
+        "validate on it after every epoch: a recipe's ReduceLROnPlateau steps on these "
+        "numbers, never on the test split's (Distiller's --validation-split; default: none)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=1, help="(default: 1)")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
                         help="(default: sgd)")
@@ -186,6 +203,27 @@ def class_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give class names separated by commas, e.g. cat,dog")
     return names
+
+
+def training_splits(args: argparse.Namespace) -> tuple[ArrayDataset, ArrayDataset | None]:
+    """The training split (``--split``, ``--classes``, ``--limit``) and, with ``--holdout``,
+    the images held out of it for validation."""
+    train_set = load_split(args, args.split)
+    if getattr(args, "holdout", None) is None:
+        return train_set, None
+    return train_set.hold_out(args.holdout, seed=args.seed)
+
+
+def check_metric_users(schedule: Any, args: argparse.Namespace) -> None:
+    """Steps that act on the epoch's validation numbers (``ReduceLROnPlateau``) need them from
+    images held out of the training split, not from the test split."""
+    users = schedule.metric_users()
+    if users and getattr(args, "holdout", None) is None and args.eval_split == "test":
+        raise UserError(
+            f"'{users[0]}' acts on the validation numbers of every epoch, which would come "
+            "from the test split (the test labels would steer training): add --holdout 0.1 "
+            "to validate on a tenth of the training images instead"
+        )
 
 
 def load_split(args: argparse.Namespace, split: str, limit: bool = True) -> ArrayDataset:
@@ -267,8 +305,11 @@ def training_log(args: argparse.Namespace, config: TrainConfig, train_set: Array
     device = resolve_device(config.device)
     device_text = f"{device}" + (" (auto)" if config.device == "auto" else "")
     amp = "on" if config.resolve_amp(device) else "off"
+    held = getattr(args, "holdout", None)
     return (f"lr: {config.lr:g} ({lr_why}), augmentation: {augment} ({augment_why}), "
-            f"device: {device_text}, mixed precision: {amp}")
+            f"device: {device_text}, mixed precision: {amp}"
+            + (f", validation: {held:g} of the training images held out (--holdout)"
+               if held else ""))
 
 
 def model_meta(args: argparse.Namespace, train_set: ArrayDataset) -> dict[str, Any]:

@@ -25,12 +25,14 @@ from .common import (
     add_data_args,
     add_model_args,
     add_train_args,
+    check_metric_users,
     load_split,
     make_loader,
     model_meta,
     positive_int,
     train_config,
     training_log,
+    training_splits,
 )
 from .teacher import add_distill_args, add_distillation, check_distill_args
 
@@ -74,7 +76,8 @@ def run_compress(args: argparse.Namespace, emit: Emit) -> None:
     model, spec = build_model(args.model)
     shape = spec.input_shape or ()
     # Name (and shape) errors before any data loads.
-    build_scheduler(recipe, model, torch.zeros(1, *shape) if shape else None)
+    check_metric_users(build_scheduler(recipe, model, torch.zeros(1, *shape) if shape else None),
+                       args)
     if args.teacher:
         check_distill_args(args)
     elif args.teacher_weights or args.hint:
@@ -112,7 +115,7 @@ def run_schedule(
     if not args.quiet:
         for note in notes:
             print(f"torchslim {command}: note: {note}", file=sys.stderr)
-    train_set = load_split(args, args.split)
+    train_set, held_set = training_splits(args)
     eval_set = load_split(args, args.eval_split, limit=False)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights, train_set.num_classes)
@@ -123,10 +126,12 @@ def run_schedule(
     if not args.quiet:
         print(f"torchslim {command}: {training_log(args, config, train_set)}")
     example_input = torch.zeros(1, *eval_set.image_shape)
+    compression = make_scheduler(model, example_input)
+    check_metric_users(compression, args)
     run = compress(
-        model, make_scheduler(model, example_input), make_loader(args, spec, train_set,
-                                                                 train=True),
+        model, compression, make_loader(args, spec, train_set, train=True),
         config, eval_batches=eval_batches,
+        val_batches=make_loader(args, spec, held_set) if held_set is not None else None,
         num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,
         model_meta=model_meta(args, train_set), resume=args.resume,
         example_input=example_input,

@@ -24,6 +24,7 @@ from .common import (
     model_meta,
     train_config,
     training_log,
+    training_splits,
 )
 
 
@@ -108,7 +109,7 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
     if args.new_head and not args.weights:
         raise UserError("--new-head replaces the classifier of a pretrained model: give its "
                         "--weights")
-    train_set = load_split(args, args.split)
+    train_set, held_set = training_splits(args)
     eval_set = load_split(args, args.eval_split, limit=False)
     seed_everything(args.seed)
     model, spec = build_model(args.model, args.weights,
@@ -124,6 +125,7 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
         train_batches,
         config,
         eval_batches=make_loader(args, spec, eval_set),
+        val_batches=make_loader(args, spec, held_set) if held_set is not None else None,
         num_classes=train_set.num_classes,
         out_dir=args.out,
         progress=not args.quiet,

@@ -101,6 +101,10 @@ class Step:
     #: The kind shown in schedule logs ("pruner", "regularizer", "extension", ...).
     kind: ClassVar[str] = "step"
 
+    #: Whether the step acts on ``ctx.metrics`` (the epoch's validation numbers): training
+    #: front ends then refuse to feed it numbers measured on the test split.
+    uses_metrics: bool = False
+
     def attach(self, ctx: StepContext) -> None:
         """Once, when scheduled: create the services this step shares with others."""
 

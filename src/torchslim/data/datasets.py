@@ -93,6 +93,36 @@ class ArrayDataset(Dataset):
         keep = torch.randperm(len(self), generator=generator)[:count].sort().values
         return ArrayDataset(self.images[keep], self.labels[keep], self.classes, self.augmentation)
 
+    def hold_out(self, fraction: float, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+        """``(rest, held_out)``: ``fraction`` of every class's images drawn at random (seeded)
+        and set aside, e.g. to validate on while training on the rest (Distiller's
+        ``--validation-split``); both keep the original order.
+
+        >>> ds = ArrayDataset(torch.zeros(8, 2, 2, 1, dtype=torch.uint8),
+        ...                   torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), ["a", "b"])
+        >>> rest, held = ds.hold_out(0.25)
+        >>> len(rest), held.labels.tolist()
+        (6, [0, 1])
+        """
+        if not 0 < fraction < 1:
+            raise UserError(f"the held-out fraction must be in (0, 1), got {fraction}")
+        generator = torch.Generator().manual_seed(seed)
+        held = []
+        for label in range(self.num_classes):
+            members = torch.nonzero(self.labels == label).flatten()
+            count = round(fraction * len(members))
+            held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        chosen = torch.cat(held).sort().values
+        if len(chosen) == 0 or len(chosen) == len(self):
+            raise UserError(f"holding out {fraction:g} of {len(self)} images leaves "
+                            f"{'nothing to hold out' if len(chosen) == 0 else 'nothing to train'}"
+                            ": choose another fraction")
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        mask[chosen] = True
+        return (ArrayDataset(self.images[~mask], self.labels[~mask], self.classes,
+                             self.augmentation),
+                ArrayDataset(self.images[mask], self.labels[mask], self.classes, self.augmentation))
+
     def first_per_class(self, count: int) -> ArrayDataset:
         """The first ``count`` images of every class, in file order (a balanced, repeatable
         calibration set; every image when ``count`` covers them all).

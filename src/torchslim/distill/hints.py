@@ -175,6 +175,8 @@ class HintLoss(nn.Module):
                     "leaves whole"
                 )
             s = s.float().contiguous()
+            if adapter.weight.device != s.device:  # the student moved (to the GPU, say)
+                adapter.to(s.device)
             term = hint.weight * F.mse_loss(adapter(s), t.detach().float())
             total = term if total is None else total + term
         self.features.clear()

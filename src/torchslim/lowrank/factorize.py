@@ -184,9 +184,12 @@ def _replace_all(model: nn.Module, layers: Mapping[str, Mapping[str, Any]], what
             raise UserError(f"{what} factorizes layer '{name}', which this model does not have: "
                             "load it into the model it was made from")
         try:
-            _set(model, name, _replacement(modules[name], entry))
+            replacement = _replacement(modules[name], entry)
         except UserError as err:
             raise UserError(f"layer '{name}': {err}") from None
+        if not any(p.requires_grad for p in modules[name].parameters()):
+            replacement.requires_grad_(False)  # a frozen layer stays frozen
+        _set(model, name, replacement)
 
 
 def plan_factorization(
@@ -206,6 +209,7 @@ def plan_factorization(
         raise UserError(f"'{method}' needs exactly one of rank, energy or ratio")
     if method == "group" and rank is None:
         raise UserError("'group' needs the number of groups (rank=groups)")
+    _check_rank_form(method, rank)
     if energy is not None and not 0 < energy <= 1:
         raise UserError(f"the kept energy must be in (0, 1], got {energy}")
     if ratio is not None and not 0 < ratio < 1:
@@ -223,6 +227,25 @@ def plan_factorization(
         if entry is not None:
             plan[name] = entry
     return plan
+
+
+def _check_rank_form(method: str, rank: Any) -> None:
+    """``rank`` as ``method`` takes it: one whole number, or two for Tucker-2 (input side,
+    output side); none for the depthwise-separable form, whose shape is fixed."""
+    if rank is None:
+        return
+    if method == "depthwise_separable":
+        raise UserError("the depthwise-separable form has no rank (its shape follows the "
+                        "layer): leave rank out")
+    pair = method == "tucker2" and isinstance(rank, Sequence) and not isinstance(rank, str)
+    values = list(rank) if pair else [rank]
+    if pair and len(values) != 2:
+        raise UserError(f"a Tucker-2 rank is one number or two (input side, output side), got "
+                        f"{list(rank)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        what = "the number of groups" if method == "group" else f"a '{method}' rank"
+        form = "a whole number or two" if method == "tucker2" else "a whole number"
+        raise UserError(f"{what} must be {form}, got {rank!r}")
 
 
 def _check_entry(layer: nn.Module, entry: Mapping[str, Any]) -> None:

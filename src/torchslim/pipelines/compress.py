@@ -94,6 +94,7 @@ def compress(
     config: TrainConfig,
     *,
     eval_batches: Iterable | None = None,
+    val_batches: Iterable | None = None,
     num_classes: int | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -102,6 +103,10 @@ def compress(
     example_input: torch.Tensor | None = None,
 ) -> CompressionRun:
     """Fine-tune ``model`` under ``recipe`` (or a ready scheduler) for ``config.epochs``.
+
+    Steps acting on the epoch's validation numbers (``ReduceLROnPlateau``) see those of
+    ``val_batches`` (images held out of the training data) when given, else those of
+    ``eval_batches`` (see :class:`~torchslim.train.Trainer`).
 
     ``example_input`` (one batch the model accepts) is needed when the recipe prunes structures
     or thins the model. The saved files carry the architecture edits (thinning) in their
@@ -113,8 +118,9 @@ def compress(
     )
     out = Path(out_dir) if out_dir is not None else None
     trainer = Trainer(
-        model, train_batches, config, eval_batches=eval_batches, num_classes=num_classes,
-        callbacks=[scheduler], out_dir=out, progress=progress, model_meta=model_meta,
+        model, train_batches, config, eval_batches=eval_batches, val_batches=val_batches,
+        num_classes=num_classes, callbacks=[scheduler], out_dir=out, progress=progress,
+        model_meta=model_meta,
     )
     history = trainer.fit(resume=resume)
     scheduler.finish()

@@ -94,6 +94,12 @@ class LRSchedule(Step):
         self.scheduler: Any = None
         self._pending_state: dict[str, Any] | None = None
 
+    @property
+    def uses_metrics(self) -> bool:  # type: ignore[override]
+        """``ReduceLROnPlateau`` steps on :attr:`metric`."""
+        return isinstance(self.factory, type) and issubclass(
+            self.factory, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
     def _build(self, optimizer: torch.optim.Optimizer | None) -> Any:
         if optimizer is None:
             raise ValueError("an LR schedule needs the optimizer: pass optimizer= to the hooks")

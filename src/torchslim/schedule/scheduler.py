@@ -217,6 +217,11 @@ class CompressionScheduler(Callback):
                 service.finish()
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def metric_users(self) -> list[str]:
+        """The names of the scheduled steps that act on the epoch's validation numbers."""
+        return [entry.name for entry in self.entries
+                if getattr(entry.step, "uses_metrics", False)]
+
     def extra_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters the steps train outside the model, as ``<step name>.<name>``."""
         return {

@@ -104,6 +104,10 @@ class TrainConfig:
                             f"{self.checkpoint_minutes}")
         if self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
+        for name in ("momentum", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{name.replace('_', ' ')} must be >= 0, got "
+                                f"{getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer '{self.optimizer}': choose one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
@@ -293,6 +297,13 @@ class Trainer:
     :class:`torchslim.data.BatchLoader` is) or shuffles with the global generator when its
     iteration starts (a ``DataLoader``).
 
+    The numbers of every epoch reach the callbacks' ``on_epoch_end`` as ``metrics`` (an LR
+    schedule stepping on the validation loss acts on them). With ``val_batches`` (images held
+    out of the training data) the callbacks see those: ``val_<name>`` is then measured on
+    ``val_batches``, and the history row records them as ``holdout_<name>`` beside the
+    ``eval_batches`` numbers. Without it they see the ``eval_batches`` numbers: do not give
+    the test split there when a callback acts on them, or the test labels steer training.
+
     ``loss_fn(outputs, targets, batch)`` returns the scalar loss, ``batch`` being the
     ``(inputs, targets)`` pair on the training device; default: cross entropy with
     ``config.label_smoothing``. After every epoch each of ``metrics`` (see
@@ -316,6 +327,7 @@ class Trainer:
         config: TrainConfig,
         *,
         eval_batches: Iterable | None = None,
+        val_batches: Iterable | None = None,
         num_classes: int | None = None,
         callbacks: Sequence[Any] = (),
         out_dir: str | os.PathLike | None = None,
@@ -328,6 +340,7 @@ class Trainer:
         self.model = model
         self.train_batches = train_batches
         self.eval_batches = eval_batches
+        self.val_batches = val_batches
         self.config = config
         self.callbacks = list(callbacks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -375,6 +388,16 @@ class Trainer:
         if isinstance(value, dict):
             return {k: self._to_device(v) for k, v in value.items()}
         return value
+
+    def _to_training_device(self) -> None:
+        """The model, and the parameters callbacks train beside it (distillation adapters), on
+        the training device: before the optimizer takes them or its saved state loads."""
+        self.model.to(self.device)
+        for callback in self.callbacks:
+            extra = getattr(callback, "extra_parameters", None)
+            for param in (extra() if extra is not None else {}).values():
+                if param.device != self.device:
+                    param.data = param.data.to(self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:
@@ -455,13 +478,14 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         if not isinstance(state, dict) or state.get("format") != "torchslim.train.checkpoint/1":
             raise UserError(f"'{path}' is not a torchslim training checkpoint")
+        _check_same_training(state.get("config"), self.config, path)
         if len(state["callbacks"]) != len(self.callbacks):
             raise UserError(
                 f"the checkpoint in '{path}' was written with {len(state['callbacks'])} "
                 f"callbacks but this run has {len(self.callbacks)}: resume with the same "
                 "schedule, or use a new --out directory"
             )
-        self.model.to(self.device)
+        self._to_training_device()
         # Callbacks first: a compression schedule may reshape the model (thinning) before its
         # weights load; the optimizer is rebuilt over the parameters the model has now.
         for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
@@ -596,9 +620,11 @@ class Trainer:
             row["train_top1"] = 100.0 * correct.item() / seen
         return row
 
-    def evaluate_metrics(self) -> dict[str, float]:
-        """Run :attr:`metrics` over ``eval_batches``: ``{"val_<name>": value}``."""
-        if self.eval_batches is None:
+    def evaluate_metrics(self, data: Iterable | None = None) -> dict[str, float]:
+        """Run :attr:`metrics` over ``data`` (default: ``eval_batches``):
+        ``{"val_<name>": value}``."""
+        data = self.eval_batches if data is None else data
+        if data is None:
             raise UserError("the Trainer has no eval_batches to evaluate on")
         model = self.model
         was_training = model.training
@@ -608,7 +634,7 @@ class Trainer:
         batches = 0
         try:
             with torch.inference_mode(), self._autocast():
-                for inputs, targets in self.eval_batches:
+                for inputs, targets in data:
                     inputs, targets = self._to_device(inputs), self._to_device(targets)
                     outputs = model(inputs)
                     for metric in self.metrics:
@@ -627,15 +653,18 @@ class Trainer:
                 values[name] = float(value)
         return {f"val_{name}": value for name, value in values.items()}
 
-    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
-        """Train from ``start_epoch`` (or from the checkpoint when ``resume``) to the last epoch."""
-        self.model.to(self.device)
+    def fit(self, resume: bool = False, until: int | None = None) -> list[dict[str, Any]]:
+        """Train from ``start_epoch`` (or from the checkpoint when ``resume``) to the last epoch,
+        or only until ``until`` epochs are done (a run split across time-limited jobs: the
+        next job resumes; ``model.pt`` is written when the last epoch is)."""
+        last = self.config.epochs if until is None else min(until, self.config.epochs)
+        self._to_training_device()
         if resume:
             self.resume()
         else:
             seed_everything(self.config.seed)
         metrics_log = _MetricsLog(self.out_dir)
-        for epoch in range(self.start_epoch, self.config.epochs):
+        for epoch in range(self.start_epoch, last):
             position, self._position = self._position, None
             # a resumed epoch counts the seconds it ran before the checkpoint
             started = time.perf_counter() - (position["seconds"] if position else 0.0)
@@ -649,10 +678,16 @@ class Trainer:
                                    **self._train_epoch(epoch, position, started)}
             if self.eval_batches is not None and self.metrics:
                 row.update(self.evaluate_metrics())
+            seen = row
+            if self.val_batches is not None and self.metrics:
+                held = self.evaluate_metrics(self.val_batches)
+                row.update({"holdout_" + k.removeprefix("val_"): v for k, v in held.items()})
+                seen = {**row, **held}
             align_lr_scheduler(self.lr_scheduler)
             self.lr_scheduler.step()
             row["seconds"] = round(time.perf_counter() - started, 3)
-            self._call("on_epoch_end", epoch, metrics=row)
+            seen["seconds"] = row["seconds"]
+            self._call("on_epoch_end", epoch, metrics=seen)
             self.history.append(row)
             self._save_checkpoint(epoch)
             metrics_log.write(self.history)
@@ -662,12 +697,35 @@ class Trainer:
                 )
                 tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: {shown}")
         self.model.to(self._home_device)
-        if self.out_dir is not None:
+        if self.out_dir is not None and last == self.config.epochs:
             atomic_torch_save(
                 {"state_dict": self.model.state_dict(), "meta": self.model_meta},
                 self.out_dir / FINAL_MODEL_NAME,
             )
         return self.history
+
+
+#: TrainConfig fields a resumed run may change: where and how fast it runs, not what it learns.
+RESUME_MAY_CHANGE = ("device", "amp", "channels_last", "checkpoint_minutes")
+
+
+def _check_same_training(saved: dict[str, Any] | None, config: TrainConfig, path: Path) -> None:
+    """A resumed run keeps the checkpoint's optimizer and LR schedule (its saved state and
+    optimizer groups would silently win over new values) and, under the cosine schedule, its
+    epochs (a new count would not stretch the schedule; the other schedules do not depend on
+    it, so a run may be extended): :class:`UserError` naming what differs."""
+    if not saved:
+        return
+    current = asdict(config)
+    free = RESUME_MAY_CHANGE + (() if config.schedule == "cosine" else ("epochs",))
+    changed = [f"{key} {saved[key]!r} -> {current[key]!r}" for key in current
+               if key in saved and key not in free and saved[key] != current[key]]
+    if changed:
+        raise UserError(
+            f"cannot resume from '{path}' with other training options ({', '.join(changed)}): "
+            "resume with the options it was started with, or start a new run in a new --out "
+            "directory (from its model.pt with --weights to train on)"
+        )
 
 
 def channels_last_safe(model: nn.Module) -> bool:
