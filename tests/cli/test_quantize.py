@@ -86,6 +86,7 @@ def test_export_writes_fp32_onnx_of_any_model(trained, tmp_path, capsys):
     (["--weight-bits", "9"], "weight_bits must be a whole number from 2 to 8"),
     (["--calibration-split", "test"], "the calibration split is the evaluation split"),
     (["--calibration-split", "validation"], "validation"),
+    (["--multiplier", "nan"], "the scale multiplier must be a number > 0, got nan"),
 ])
 def test_quantize_user_errors_are_one_line_exit_2(tmp_path, extra, message):
     weights = tmp_path / "w.pt"
@@ -143,6 +144,13 @@ def test_output_paths_of_the_wrong_kind_are_one_line_exit_2(trained, tmp_path):
                    cwd=tmp_path)
     assert done.returncode == 2 and "is a folder" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    for command, out in (("quantize", tmp_path / "afile" / "q"),
+                         ("export", tmp_path / "afile" / "m.onnx")):
+        data = ["--data", "digits", "--quiet"] if command == "quantize" else []
+        done = run_cli(command, "--model", "demo_cnn", "--weights", trained, *data,
+                       "--out", out, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"'{tmp_path / 'afile'}' is a file" in done.stderr, done.stderr
 
 
 def test_keep_float_excludes_the_most_sensitive_layers(trained, tmp_path, capsys):

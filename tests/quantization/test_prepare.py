@@ -19,6 +19,7 @@ from torchslim.quantization import (
     quantize,
     weight_quantizers,
 )
+from torchslim.quantization.fake import ClippedLinear, PACTQuantize, WRPNWeight
 from torchslim.quantization.record import quantization_record
 
 
@@ -210,3 +211,48 @@ def test_models_holding_five_dimensional_weights_calibrate():
     quantized = quantize(Volume().eval(), QuantConfig(observer="minmax"),
                          [torch.randn(4, 3, 8, 8)], torch.zeros(1, 3, 8, 8))
     assert quantized(torch.randn(2, 3, 8, 8)).shape == (2, 2)
+
+
+def test_weight_ranges_follow_the_weights_as_training_moves_them():
+    # A range that only grew kept the grid of the largest weights ever seen: after the
+    # weights shrank tenfold, 4-bit weights used 3 of their 15 levels.
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+    prepared = prepare(model, torch.zeros(1, 1, 6, 6),
+                       QuantConfig(weight_bits=4, observer="moving_average"))
+    prepared.train()
+    for quantizer in [*weight_quantizers(prepared).values(),
+                      *activation_quantizers(prepared).values()]:
+        quantizer.start()
+    prepared(torch.rand(2, 1, 6, 6))
+    quantizer = next(iter(weight_quantizers(prepared).values()))
+    first = quantizer.scale.clone()
+    with torch.no_grad():
+        prepared[0].layer.weight.mul_(0.1)
+    prepared(torch.rand(2, 1, 6, 6))
+    assert torch.allclose(quantizer.scale, first * 0.1)
+
+
+@pytest.mark.parametrize("per_channel,signed", [(False, True), (True, False)])
+def test_the_weight_mse_search_runs_on_the_weights_own_grid(per_channel, signed):
+    config = QuantConfig(weight_bits=4, weight_observer="mse", per_channel=per_channel,
+                         signed_weights=signed)
+    prepared = prepare(nn.Sequential(nn.Linear(8, 8)), torch.zeros(1, 8), config)
+    observer = next(iter(weight_quantizers(prepared).values())).observer
+    assert observer.spec == config.weight_spec()
+
+
+@pytest.mark.parametrize("method", ["static", "lsq", "pact", "dorefa", "wrpn"])
+def test_quantizers_are_made_on_the_models_device(method):
+    # The "meta" device stands in for a GPU: a quantizer left on the CPU fails there.
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 4)).to("meta")
+    config = QuantConfig(method=method, fold_bn=False, observer="histogram")
+    prepared = prepare(model, torch.zeros(1, 3, 8, 8, device="meta"), config)
+    quantizers = [*weight_quantizers(prepared).values(),
+                  *activation_quantizers(prepared).values()]
+    tensors = [t for q in quantizers for t in [*q.buffers(), *q.parameters()]]
+    assert tensors and {t.device.type for t in tensors} == {"meta"}
+    fixed = [q for q in quantizers if isinstance(q, ClippedLinear | WRPNWeight | PACTQuantize)]
+    assert bool(fixed) == (method != "static" and method != "lsq")
+    for quantizer in fixed:  # their grids are constants (PACT's: the clipping level)
+        assert {t.device.type for t in quantizer.qparams()} == {"meta"}

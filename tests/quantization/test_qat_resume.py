@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from torchslim.models import create_model
-from torchslim.quantization import QuantConfig, Quantizer
+from torchslim.quantization import QuantConfig, Quantizer, activation_quantizers
 from torchslim.quantization.steps import QuantizationStep
 from torchslim.schedule import CompressionScheduler, Policy
 from torchslim.train import Callback, TrainConfig, Trainer
@@ -82,3 +83,24 @@ def test_quantization_aware_training_resumes_within_an_epoch(method, tmp_path):
     assert observing and not any(observing)  # frozen, as in the uninterrupted run
     for key, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key
+
+
+def test_calibration_longer_than_the_epoch_ends_with_it_and_never_records_the_evaluation():
+    # Calibrating quantizers record in any mode: with calibration_batches (32, as Distiller's
+    # PostTrainLinearQuantizer) beyond a 3-minibatch epoch, the evaluation on the test split
+    # went into the ranges and the model was never quantized.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    train = [(torch.rand(16, 4), torch.randint(0, 3, (16,))) for _ in range(3)]
+    test = [(100 * torch.ones(16, 4), torch.randint(0, 3, (16,)))]
+    schedule = CompressionScheduler(model, example_input=torch.zeros(1, 4))
+    step = QuantizationStep(QuantConfig(observer="minmax", fold_bn=False),
+                            calibration_batches=32)
+    schedule.add(step, Policy(0), "ptq")
+    config = TrainConfig(epochs=2, device="cpu", lr=1e-9, momentum=0.0, weight_decay=0.0)
+    Trainer(model, train, config, eval_batches=test, num_classes=3, callbacks=[schedule],
+            progress=False).fit()
+    quantizers = activation_quantizers(model)
+    assert step.calibrated and all(q.quantizing for q in quantizers.values())
+    low, high = next(iter(quantizers.values())).observer.range()
+    assert float(high) < 1.0  # the training inputs' range, not the test split's 100

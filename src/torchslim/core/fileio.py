@@ -20,11 +20,39 @@ from typing import IO, Any
 
 import torch
 
+from .errors import UserError
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` and its parents (if missing); a :class:`UserError` when a
+    file stands in the way or the folder cannot be written.
+
+    >>> import tempfile, pathlib
+    >>> blocker = pathlib.Path(tempfile.mkdtemp()) / "afile"
+    >>> _ = blocker.write_text("")
+    >>> make_folder(blocker / "out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchslim.core.errors.UserError: cannot create the folder '.../afile/out' (...): ...
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()),
+                       None)
+        if blocker is not None:
+            why = f"'{blocker}' is a file"
+        raise UserError(f"cannot create the folder '{path}' ({why}): choose another output "
+                        "path") from None
+    return path
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..analysis import ModelSummary
-from ..core.fileio import atomic_write_text
+from ..core.fileio import atomic_write_text, make_folder
 from ..models import ModelSpec, create_model, get_model_spec, load_weights
 from ..train import EvalResult
 
@@ -50,7 +50,7 @@ def machine_meta() -> dict[str, Any]:
 
 def write_eval_outputs(result: EvalResult, payload: dict[str, Any], out: Path) -> None:
     """``report.txt``, ``confusion.csv`` and ``eval.json`` under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     atomic_write_text(out / "report.txt", result.format_report() + "\n")
     header = "true\\predicted," + ",".join(result.class_names)
     rows = [f"{name}," + ",".join(map(str, row))

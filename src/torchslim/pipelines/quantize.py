@@ -57,7 +57,7 @@ from ..analysis import measure_latency, summarize
 from ..bench import BenchRow, BenchTable
 from ..bench.measure import measure_onnx_row, measure_row
 from ..core.errors import UserError
-from ..core.fileio import atomic_write_text
+from ..core.fileio import atomic_write_text, make_folder
 from ..core.storage import save_compressed
 from ..export.onnx import RuntimeReport, export_onnx, runtime_report, session
 from ..quantization import QuantConfig, SensitivityReport, quantization_sensitivity, quantize
@@ -190,10 +190,7 @@ def quantize_and_export(
     unknown = [layout for layout in layouts if layout not in LAYOUTS]
     if unknown or not layouts:
         raise UserError(f"unknown layout {unknown or layouts}: choose from {', '.join(LAYOUTS)}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file: give a folder for the outputs")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     calibration = list(calibration)
     input_shape = tuple(example_input.shape[1:])
     fp32_path = export_onnx(model, example_input, out / "model_fp32.onnx")
@@ -250,7 +247,8 @@ def quantize_and_export(
                  top5=simulated.top5 if simulated else None, params=summary.params,
                  nonzero_params=summary.nonzero_params, macs=summary.macs,
                  sparsity=summary.sparsity, file_bytes=torch_file.stat().st_size,
-                 notes="fake quantization: accuracy only"),
+                 notes="fake quantization: accuracy only; its file is quantized.pt, float "
+                       "weights with the quantizers' ranges and statistics, not an int8 file"),
         measure_onnx_row("fp32 (ONNX Runtime)", fp32_path, model, input_shape, evaluation,
                          threads=threads, **measure),
         measure_onnx_row(f"int8 {chosen} (ONNX Runtime)", final, model, input_shape,
@@ -292,7 +290,7 @@ def sensitivity_report(
     report = quantization_sensitivity(model, plain, calibration, calibration[:score_batches],
                                       example_input, mode="all_but", metric="kl")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     atomic_write_text(out / "sensitivity.txt", report.format() + "\n")
     atomic_write_text(out / "sensitivity.json", json.dumps(report.to_dict(), indent=2) + "\n")
     if keep_float:

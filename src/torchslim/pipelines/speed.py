@@ -42,6 +42,7 @@ from torch import nn
 
 from ..analysis import measure_latency
 from ..core.errors import UserError
+from ..core.fileio import make_folder
 from ..export.onnx import export_onnx, session
 from ..quantization import QuantConfig, quantize
 from ..quantization.bias_correction import quantized_layers
@@ -204,7 +205,7 @@ def select_float_layers(
         raise UserError("the speed search needs at least one calibration batch")
     first = calibration[:1]
     work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    make_folder(work)
     best_path = work / "speed_best.onnx"
     trial_path = work / "speed_trial.onnx"
     kept: list[str] = []

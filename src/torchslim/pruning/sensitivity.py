@@ -39,7 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core.errors import UserError
-from ..core.fileio import atomic_write_text
+from ..core.fileio import atomic_write_text, make_folder
 from ..core.names import match_parameters
 from ..graph import build_graph
 from .depth import block_names, residual_blocks, without_block
@@ -149,7 +149,7 @@ class SensitivityResult:
         if labels:
             fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.86, 0.5),
                        fontsize=6, ncol=1 + len(labels) // 30)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(Path(path).parent)
         tmp = Path(path).with_suffix(".tmp.png")
         fig.savefig(tmp, dpi=120)
         plt.close(fig)

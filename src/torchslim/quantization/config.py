@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -81,10 +82,10 @@ class QuantConfig:
                             f"{', '.join(METHODS)}")
         if not 0 < self.momentum <= 1:
             raise UserError(f"momentum must be in (0, 1], got {self.momentum}")
-        if self.pact_alpha <= 0:
+        if not math.isfinite(self.pact_alpha) or self.pact_alpha <= 0:
             raise UserError(f"the PACT clipping level must be > 0, got {self.pact_alpha}")
-        if self.multiplier <= 0:
-            raise UserError(f"the scale multiplier must be > 0, got {self.multiplier}")
+        if not math.isfinite(self.multiplier) or self.multiplier <= 0:
+            raise UserError(f"the scale multiplier must be a number > 0, got {self.multiplier}")
         if self.center not in ("zero", "min"):
             raise UserError(f"the multiplier's centre is 'zero' or 'min', got {self.center!r}")
         if (self.equalize or self.bias_correction) and self.method != "static":

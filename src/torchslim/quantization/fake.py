@@ -274,6 +274,13 @@ def pact_penalty(model: nn.Module, strength: float) -> torch.Tensor:
     return strength * sum(alpha.pow(2) for alpha in alphas)
 
 
+def _fixed_grid(module: nn.Module, scale: float) -> None:
+    """The constant scale and zero point of a fixed grid, as buffers that move with the model
+    (to the GPU, say) and stay out of its state_dict."""
+    module.register_buffer("grid_scale", torch.tensor(scale), persistent=False)
+    module.register_buffer("grid_zero", torch.tensor(0, dtype=torch.int32), persistent=False)
+
+
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
@@ -318,9 +325,10 @@ class WRPNWeight(Quantizer):
         # The grid is symmetric with zero point 0 and scale 1 / n: it exports to int8 as is.
         super().__init__(QuantSpec(bits, signed=True, symmetric=True, narrow=True))
         self.levels = 2 ** (bits - 1) - 1
+        _fixed_grid(self, 1.0 / self.levels)
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(1.0 / self.levels), torch.tensor(0, dtype=torch.int32)
+        return self.grid_scale, self.grid_zero
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.quantizing:
@@ -342,6 +350,7 @@ class ClippedLinear(Quantizer):
         super().__init__(QuantSpec(bits))
         self.clip = clip
         self.levels = 2**bits - 1
+        _fixed_grid(self, clip / self.levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clipped = torch.clamp(x, 0.0, self.clip)
@@ -350,7 +359,7 @@ class ClippedLinear(Quantizer):
         return _round_ste(clipped * self.levels / self.clip) * self.clip / self.levels
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(self.clip / self.levels), torch.tensor(0, dtype=torch.int32)
+        return self.grid_scale, self.grid_zero
 
     def observing_allowed(self) -> bool:
         return False

@@ -173,7 +173,8 @@ class HistogramObserver(Observer):
 
     def _rebin(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
         """Move the counts into ``bins`` bins over the wider range ``[lo, hi]``."""
-        old_edges = torch.linspace(float(self.lo), float(self.hi), self.bins + 1)
+        old_edges = torch.linspace(float(self.lo), float(self.hi), self.bins + 1,
+                                   device=self.histogram.device)
         centres = (old_edges[:-1] + old_edges[1:]) / 2
         width = (hi - lo) / self.bins
         index = torch.clamp(((centres - lo) / width).long(), 0, self.bins - 1)
@@ -181,7 +182,8 @@ class HistogramObserver(Observer):
         self.histogram, self.lo, self.hi = histogram, lo, hi
 
     def _edges(self) -> torch.Tensor:
-        return torch.linspace(float(self.lo), float(self.hi), self.bins + 1, dtype=torch.float64)
+        return torch.linspace(float(self.lo), float(self.hi), self.bins + 1, dtype=torch.float64,
+                              device=self.histogram.device)
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor]:
         edges = self._edges()
@@ -192,7 +194,7 @@ class HistogramObserver(Observer):
             return self.lo, self.hi
         cumulative = torch.cumsum(mass, 0) / total
         # candidate ends: the bin edges where 0 ... 2 % of the mass lies beyond, each side
-        steps = torch.linspace(0, 0.02, 41, dtype=torch.float64)
+        steps = torch.linspace(0, 0.02, 41, dtype=torch.float64, device=mass.device)
         starts = torch.unique(torch.searchsorted(cumulative, steps, right=True))
         ends = torch.unique(torch.searchsorted(cumulative, 1 - steps, right=False)) + 1
         starts = starts.clamp(0, self.bins - 1)
@@ -225,9 +227,9 @@ class PercentileObserver(HistogramObserver):
         edges = self._edges()
         cumulative = torch.cumsum(self.histogram, 0) / self.histogram.sum().clamp(min=1)
         tail = 1 - self.percentile / 100
-        start = int(torch.searchsorted(cumulative, torch.tensor(tail, dtype=torch.float64),
-                                       right=True))
-        end = int(torch.searchsorted(cumulative, torch.tensor(1 - tail, dtype=torch.float64)))
+        points = torch.tensor([tail, 1 - tail], dtype=torch.float64, device=cumulative.device)
+        start = int(torch.searchsorted(cumulative, points[:1], right=True))
+        end = int(torch.searchsorted(cumulative, points[1:]))
         return edges[min(start, self.bins - 1)].float(), edges[min(end + 1, self.bins)].float()
 
 

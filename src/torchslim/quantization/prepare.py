@@ -73,7 +73,7 @@ from .fake import (
 )
 from .fold import fold_batchnorms, fold_into, foldable_pairs
 from .modules import QuantConv, QuantConvBn, QuantLinear
-from .observers import make_observer
+from .observers import MovingAverageMinMaxObserver, Observer, make_observer
 
 _FUSED_ACTIVATIONS = {F.relu, F.relu6, F.hardtanh, torch.relu, torch.relu_}
 _FUSED_METHODS = {"relu", "relu_"}
@@ -132,7 +132,14 @@ def _weight_quantizer(config: QuantConfig, channels: int) -> Quantizer:
         return DoReFaWeight(config.weight_bits)
     if config.method == "wrpn":
         return WRPNWeight(config.weight_bits)
-    observer = make_observer(config.weight_observer, spec.axis, config.weight_bits)
+    if config.weight_observer == "minmax":
+        # The range of the weight as it is now: training moves it, and a range that only
+        # grows would keep the grid of weights long gone (torch.ao and Distiller follow the
+        # current weights too).
+        observer: Observer = MovingAverageMinMaxObserver(1.0, axis=spec.axis)
+    else:  # the MSE search runs on the grid the weights use
+        observer = make_observer(config.weight_observer, spec.axis, config.weight_bits,
+                                 spec=spec)
     return FakeQuantize(spec, observer)
 
 
@@ -245,6 +252,9 @@ def prepare(
     model.forward = traced.forward
     object.__setattr__(model, "quant_config", config)
     object.__setattr__(model, "input_shape", tuple(example_input.shape[1:]))
+    device = next(iter(model.parameters()), example_input).device
+    for quantizer in _quantizers(model):  # made on the CPU: with the model (on a GPU, say)
+        quantizer.to(device)
     model.train(training)
     return model
 

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -96,8 +97,8 @@ def qparams(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale (float32) and zero point (int32) for the range ``[lo, hi]`` (scalars, or one value
     per channel) on ``spec``'s grid; see the module docstring for ``multiplier`` and ``center``."""
-    if multiplier <= 0:
-        raise UserError(f"the scale multiplier must be > 0, got {multiplier}")
+    if not math.isfinite(multiplier) or multiplier <= 0:
+        raise UserError(f"the scale multiplier must be a number > 0, got {multiplier}")
     if center not in ("zero", "min"):
         raise UserError(f"the scale multiplier's centre is 'zero' or 'min', got {center!r}")
     lo = torch.minimum(torch.as_tensor(lo, dtype=torch.float32), torch.tensor(0.0))

@@ -108,14 +108,26 @@ class QuantizationStep(Step):
         self, ctx: StepContext, minibatch_id: int, minibatches_per_epoch: int
     ) -> None:
         if not self.calibrated and minibatch_id >= self.calibration_batches:
-            self.calibrated = True
-            for quantizer in self._quantizers(ctx.model):
-                quantizer.freeze()
-            self._set_phase(ctx)
+            self._end_calibration(ctx)
         if self.freeze_bn_epoch is not None and ctx.epoch >= self.freeze_bn_epoch:
             for module in ctx.model.modules():
                 if isinstance(module, _BatchNorm):
                     module.eval()
+
+    def on_minibatch_end(
+        self, ctx: StepContext, minibatch_id: int, minibatches_per_epoch: int
+    ) -> None:
+        # An epoch shorter than calibration_batches ends calibration with its last minibatch:
+        # calibrating quantizers record in any mode, so the evaluation that follows the epoch
+        # (the test split) would add to the ranges.
+        if not self.calibrated and 0 < minibatches_per_epoch <= minibatch_id + 1:
+            self._end_calibration(ctx)
+
+    def _end_calibration(self, ctx: StepContext) -> None:
+        self.calibrated = True
+        for quantizer in self._quantizers(ctx.model):
+            quantizer.freeze()
+        self._set_phase(ctx)
 
     def before_backward_pass(
         self, ctx: StepContext, loss: torch.Tensor, **batch: Any
