@@ -236,3 +236,10 @@ def test_l1_regularizer_penalty_and_gradient():
     assert penalty.item() == pytest.approx(0.01 * model[0].weight.abs().sum().item(), rel=1e-5)
     penalty.backward()
     assert torch.allclose(model[0].weight.grad, 0.01 * model[0].weight.sign())
+
+
+def test_random_masks_are_made_beside_the_weight():
+    # "meta" stands in for a GPU: noise drawn on the CPU could not meet a CUDA weight.
+    mask = RandomMethod(0.5, torch.Generator().manual_seed(0)).compute_mask(
+        torch.ones(4, 4, device="meta"))
+    assert mask.device.type == "meta" and mask.shape == (4, 4)

@@ -569,3 +569,42 @@ policies:
     shifted = [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,)))
                for _ in range(4)]
     assert pruned(shifted) == pruned(None)
+
+
+class _Stream:
+    """Training batches of unknown number (no len()), as a streaming loader yields them."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def test_activation_ranking_of_a_stream_never_sees_the_evaluation():
+    # Batches of unknown number: the step prunes at the epoch's end, after the evaluation
+    # ran; the ranking records training passes only.
+    recipe = parse_recipe("""
+pruners:
+  p: {class: ActivationAPoZRankedFilterPruner, desired_sparsity: 0.5, group_type: Filters,
+      weights: [module.layer2.0.conv1.weight]}
+policies:
+  - pruner: p
+    epochs: [0]
+""")
+
+    def pruned(eval_batches):
+        torch.manual_seed(0)
+        model = create_model("resnet20_cifar")
+        schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+        train = _Stream([(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))])
+        Trainer(model, train, TrainConfig(epochs=1, lr=1e-9, device="cpu"), callbacks=[schedule],
+                eval_batches=eval_batches, progress=False).fit()
+        schedule.finish()
+        weight = model.layer2[0].conv1.weight
+        return [int(c) for c in torch.nonzero(weight.flatten(1).abs().sum(1) == 0)]
+
+    torch.manual_seed(1)
+    shifted = [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,)))
+               for _ in range(4)]
+    assert pruned(shifted) == pruned(None)

@@ -49,3 +49,35 @@ def test_reduce_on_plateau_without_the_metric_is_one_clear_error():
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     with pytest.raises(UserError, match="steps on 'val_loss', which this epoch did not measure"):
         _lrs(schedule, optimizer, 1)
+
+
+def test_a_resumed_run_trains_at_the_learning_rate_it_had_reached(tmp_path):
+    # Building the schedule on resume set the optimizer back to the first epoch's LR.
+    from torchslim.train import TrainConfig, Trainer
+
+    data = [(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(2)]
+
+    def trainer(out):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        schedule = build_scheduler(_recipe("    class: MultiStepMultiGammaLR\n"
+                                           "    milestones: [1, 2]\n    gammas: [0.1, 0.5]"),
+                                   model)
+        config = TrainConfig(epochs=4, device="cpu", schedule="constant", lr=1.0)
+        seen = []
+
+        def loss_fn(outputs, targets, batch):
+            seen.append(round(run.optimizer.param_groups[0]["lr"], 6))
+            return torch.nn.functional.cross_entropy(outputs, targets)
+
+        run = Trainer(model, data, config, callbacks=[schedule], out_dir=out, progress=False,
+                      loss_fn=loss_fn)
+        return run, seen
+
+    straight, seen = trainer(tmp_path / "a")
+    straight.fit()
+    assert seen == [1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]
+    trainer(tmp_path / "b")[0].fit(until=2)
+    resumed, seen = trainer(tmp_path / "b")
+    resumed.fit(resume=True)
+    assert seen == [0.05, 0.05, 0.05, 0.05]

@@ -45,14 +45,30 @@ class Masks:
         self.model = model
         self.masks: dict[str, torch.Tensor] = {}
         self._hooks: dict[str, Any] = {}
+        # Names as the model had them: a step that wraps layers (quantization puts a layer
+        # inside a QuantConv, so 'conv.weight' becomes 'conv.layer.weight') keeps the same
+        # parameter objects, which masks and pruners then still find by their first names.
+        self._known: dict[str, nn.Parameter] = dict(model.named_parameters())
 
     # -- lookup --------------------------------------------------------------------------------
+    def _find(self, name: str, params: dict[str, nn.Parameter]) -> nn.Parameter | None:
+        if name in params:
+            self._known[name] = params[name]
+            return params[name]
+        known = self._known.get(name)
+        if known is not None and any(known is p for p in params.values()):
+            return known
+        return None
+
     def parameter(self, name: str) -> nn.Parameter:
-        """The parameter ``name`` of the model, or a :class:`UserError` naming close names."""
+        """The parameter ``name`` of the model (also under the name it had when the masks were
+        made, if a step has since wrapped its layer), or a :class:`UserError` naming close
+        names."""
         params = dict(self.model.named_parameters())
-        if name not in params:
+        found = self._find(name, params)
+        if found is None:
             raise UserError(f"the model has no parameter '{name}'{did_you_mean(name, params)}")
-        return params[name]
+        return found
 
     def __contains__(self, name: str) -> bool:
         return name in self.masks
@@ -84,10 +100,11 @@ class Masks:
 
     def apply(self) -> None:
         """Zero every masked weight again (after an optimizer step)."""
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, param in self.model.named_parameters():
-                mask = self.masks.get(name)
-                if mask is not None:
+            for name, mask in self.masks.items():
+                param = self._find(name, params)
+                if param is not None:  # None: a step replaced the layer (factorization)
                     param.mul_(mask)
 
     def remove(self, name: str | None = None) -> None:

@@ -88,7 +88,8 @@ class RandomMethod:
         self.generator = generator
 
     def compute_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        noise = torch.rand(weight.shape, generator=self.generator) + 1.0
+        # drawn on the CPU (the same draws on any device), then beside the weight
+        noise = (torch.rand(weight.shape, generator=self.generator) + 1.0).to(weight.device)
         scores = torch.where(weight.detach() == 0, torch.zeros_like(noise), noise)
         return _prune_smallest(scores, pruned_count(weight.numel(), self.sparsity))
 

@@ -56,11 +56,16 @@ class Pruner:
         if isinstance(weights, str):
             weights = [weights]
         self.weights = list(weights)
+        self._resolved: tuple[int, list[str]] | None = None
 
     def resolve(self, model: nn.Module) -> list[str]:
         """The parameter names of ``model`` this pruner acts on (a UserError if one matches
-        nothing)."""
-        return resolve_patterns(model, self.weights)
+        nothing), as they were the first time it was asked about this model: a step that
+        later wraps the layers (quantization) renames the parameters, and the masks find them
+        by these names still."""
+        if self._resolved is None or self._resolved[0] != id(model):
+            self._resolved = (id(model), resolve_patterns(model, self.weights))
+        return list(self._resolved[1])
 
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         """Set the masks of this pruner's weights; return each one's sparsity."""

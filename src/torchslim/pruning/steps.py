@@ -52,6 +52,7 @@ class PruneStep(Step):
 
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
+        self.pruner.resolve(ctx.model)  # names as scheduled (and mistakes named now)
 
     #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
     resumes_mid_epoch = True

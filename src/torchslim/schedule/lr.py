@@ -104,9 +104,15 @@ class LRSchedule(Step):
         if optimizer is None:
             raise ValueError("an LR schedule needs the optimizer: pass optimizer= to the hooks")
         if self.scheduler is None:
+            lrs = [group["lr"] for group in optimizer.param_groups]
             self.scheduler = self.factory(optimizer, **self.kwargs)
             if self._pending_state is not None:
+                # Resumed: building the schedule set its first epoch's LR; the optimizer's
+                # restored state had the LR the run reached (a closed-form schedule such as
+                # MultiStepMultiGammaLR would otherwise train the epoch at its start value).
                 self.scheduler.load_state_dict(self._pending_state)
+                for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+                    group["lr"] = lr
         return self.scheduler
 
     #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
