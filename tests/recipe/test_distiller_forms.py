@@ -554,21 +554,26 @@ policies:
     epochs: [0]
 """)
 
-    def pruned(eval_batches):
-        torch.manual_seed(0)
-        model = create_model("resnet20_cifar")
-        schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
-        train = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))]
-        Trainer(model, train, TrainConfig(epochs=1, lr=1e-9, device="cpu"), callbacks=[schedule],
-                eval_batches=eval_batches, progress=False).fit()
-        schedule.finish()
-        weight = model.layer2[0].conv1.weight
-        return [int(c) for c in torch.nonzero(weight.flatten(1).abs().sum(1) == 0)]
+    assert _pruned_filters(recipe, list, _shifted()) == _pruned_filters(recipe, list, None)
 
+
+def _shifted():
+    """Evaluation batches unlike the training ones (they would rank filters differently)."""
     torch.manual_seed(1)
-    shifted = [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,)))
-               for _ in range(4)]
-    assert pruned(shifted) == pruned(None)
+    return [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,))) for _ in range(4)]
+
+
+def _pruned_filters(recipe, loader, eval_batches):
+    """The filters of layer2.0.conv1 that one epoch of one training minibatch prunes."""
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar")
+    schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
+    train = loader([(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))])
+    Trainer(model, train, TrainConfig(epochs=1, lr=1e-9, device="cpu"), callbacks=[schedule],
+            eval_batches=eval_batches, progress=False).fit()
+    schedule.finish()
+    weight = model.layer2[0].conv1.weight
+    return [int(c) for c in torch.nonzero(weight.flatten(1).abs().sum(1) == 0)]
 
 
 class _Stream:
@@ -593,18 +598,4 @@ policies:
     epochs: [0]
 """)
 
-    def pruned(eval_batches):
-        torch.manual_seed(0)
-        model = create_model("resnet20_cifar")
-        schedule = build_scheduler(recipe, model, torch.zeros(1, 3, 32, 32))
-        train = _Stream([(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))])
-        Trainer(model, train, TrainConfig(epochs=1, lr=1e-9, device="cpu"), callbacks=[schedule],
-                eval_batches=eval_batches, progress=False).fit()
-        schedule.finish()
-        weight = model.layer2[0].conv1.weight
-        return [int(c) for c in torch.nonzero(weight.flatten(1).abs().sum(1) == 0)]
-
-    torch.manual_seed(1)
-    shifted = [(torch.randn(64, 3, 32, 32) * 3 - 2, torch.randint(0, 10, (64,)))
-               for _ in range(4)]
-    assert pruned(shifted) == pruned(None)
+    assert _pruned_filters(recipe, _Stream, _shifted()) == _pruned_filters(recipe, _Stream, None)
