@@ -599,3 +599,22 @@ policies:
 """)
 
     assert _pruned_filters(recipe, _Stream, _shifted()) == _pruned_filters(recipe, _Stream, None)
+
+
+@pytest.mark.parametrize("policy", ["starting_epoch: 2", "starting_epoch: 2\n    ending_epoch: 3",
+                                    "epochs: [4]"])
+@pytest.mark.parametrize("cls", ["AutomatedGradualPruner", "L1RankedStructureParameterPruner_AGP"])
+def test_a_gradual_pruner_needs_a_policy_that_spans_two_firing_epochs(cls, policy):
+    extra = ", group_type: Filters" if "Structure" in cls else ""
+    text = f"""
+pruners:
+  agp: {{class: {cls}, initial_sparsity: 0.1, final_sparsity: 0.5{extra},
+        weights: [module.layer1.0.conv1.weight]}}
+policies:
+  - pruner: agp
+    {policy}
+"""
+    with pytest.raises(UserError, match="would prune to 0.5 at once: give its policy an "
+                                        "ending_epoch"):
+        build_scheduler(parse_recipe(text, "r.yaml"), create_model("resnet20_cifar"),
+                        torch.zeros(1, 3, 32, 32))

@@ -208,3 +208,22 @@ policies:
     bad = parse_recipe(text.replace("round_to: 8", "round_to: 8, global_ranking: true"), "r.yaml")
     with pytest.raises(UserError, match="r.yaml:3 pruners.f: round_to must be >= 1 and works"):
         build_scheduler(bad, create_model("cifar_resnet20"), torch.zeros(1, 3, 32, 32))
+
+
+def test_target_macs_pruner_refuses_a_sensitivity_measured_on_the_test_split(tmp_path):
+    from torchslim.pruning.sensitivity import sensitivity_analysis
+
+    result = sensitivity_analysis(create_model("demo_cnn"), lambda m: {"top1": 50.0}, [0.5],
+                                  granularities=["group"], progress=False,
+                                  example_input=EXAMPLE)
+    result.meta["split"] = "test"  # as `torchslim sensitivity` records it
+    result.write(tmp_path)
+    text = f"""
+pruners:
+  plan: {{class: TargetMACsPruner, sensitivity: '{tmp_path / "sensitivity.json"}',
+          target_macs: 0.5}}
+policies:
+""" + _policy("pruner", "plan")
+    with pytest.raises(UserError, match="measured on the test split: a plan made from it lets "
+                                        "the test labels choose what is pruned"):
+        _run_epoch0(text)

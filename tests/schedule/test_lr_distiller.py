@@ -81,3 +81,19 @@ def test_a_resumed_run_trains_at_the_learning_rate_it_had_reached(tmp_path):
     resumed, seen = trainer(tmp_path / "b")
     resumed.fit(resume=True)
     assert seen == [0.05, 0.05, 0.05, 0.05]
+
+
+def test_numbers_yaml_reads_as_text_are_numbers_in_every_lr_argument():
+    # YAML 1.1 reads 1e-5 as a string: it reached torch as one and failed at the first cut.
+    model = create_model("demo_cnn")
+    schedule = build_scheduler(_recipe("    class: ReduceLROnPlateau\n    patience: 0\n"
+                                       "    min_lr: 1e-5"), model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    assert _lrs(schedule, optimizer, 3, {"val_loss": 1.0}) == [1e-4, 1e-5, 1e-5]
+    schedule = build_scheduler(_recipe("    class: MultiStepMultiGammaLR\n"
+                                       "    milestones: [1]\n    gammas: [1e-1]"), model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    assert _lrs(schedule, optimizer, 2) == [0.1, 0.1]
+    with pytest.raises(UserError, match="gammas"):
+        build_scheduler(_recipe("    class: MultiStepMultiGammaLR\n"
+                                "    milestones: [1]\n    gammas: [fast]"), model)

@@ -57,6 +57,7 @@ from ..core.config import (
     list_to_tuple,
     register_recipe_class,
 )
+from ..core.errors import UserError
 from ..core.names import resolve_values
 from .activations import ActivationImportance, CollectingPruneStep, GradientImportance
 from .depth import IMPORTANCES, BlockPruner, BlockRemovalStep
@@ -444,8 +445,14 @@ def _norm_ranked(cls, inputs: bool):
 
 
 def _target_macs(a: TargetMACsArgs, model: nn.Module) -> PlannedPruneStep:
-    rows = SensitivityResult.from_json(a.sensitivity).rows
-    return PlannedPruneStep(rows, a.target_macs, norm=a.norm, round_to=a.round_to)
+    result = SensitivityResult.from_json(a.sensitivity)
+    if result.meta.get("split") == "test":
+        raise UserError(
+            f"the sensitivity in '{a.sensitivity}' was measured on the test split: a plan made "
+            "from it lets the test labels choose what is pruned; measure it on training "
+            "images (torchslim sensitivity --split train --limit 5000 ...)"
+        )
+    return PlannedPruneStep(result.rows, a.target_macs, norm=a.norm, round_to=a.round_to)
 
 
 def _block_pruner(a: BlockPrunerArgs, model: nn.Module) -> BlockRemovalStep:

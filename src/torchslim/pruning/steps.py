@@ -33,6 +33,7 @@ from ..graph import DependencyGraph, build_graph
 from .allocation import allocate_ratios, layer_macs, prune_by_plan
 from .masks import masks_of
 from .pruners import Pruner
+from .schedules import Polynomial
 from .structured import StructuredPruner
 from .thinning import thin
 
@@ -53,6 +54,7 @@ class PruneStep(Step):
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
         self.pruner.resolve(ctx.model)  # names as scheduled (and mistakes named now)
+        check_gradual_policy(ctx, [getattr(self.pruner, "schedule", None)])
 
     #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
     resumes_mid_epoch = True
@@ -72,6 +74,23 @@ class PruneStep(Step):
         fraction = step / self.steps_per_epoch
         progress = ctx.progress + fraction * (ctx.next_progress - ctx.progress)
         self.pruner.prune(masks_of(ctx), progress)
+
+
+def check_gradual_policy(ctx: StepContext, schedules: Sequence[Any]) -> None:
+    """A pruner whose sparsity rises over its policy (AGP) needs a policy that ends and fires
+    on two epochs or more; otherwise it would prune to its final sparsity at once (Distiller
+    refuses such a policy too)."""
+    policy = ctx.policy
+    gradual = [s for s in schedules
+               if isinstance(s, Polynomial) and s.initial != s.final_sparsity]
+    if policy is None or not gradual or (policy.last is not None and policy.last > policy.first):
+        return
+    raise UserError(
+        f"a gradual pruner (sparsity {gradual[0].initial:g} rising to "
+        f"{gradual[0].final_sparsity:g}) fires on {policy.describe()}, so it would prune to "
+        f"{gradual[0].final_sparsity:g} at once: give "
+        "its policy an ending_epoch at least two firing epochs after starting_epoch"
+    )
 
 
 def example_input_of(ctx: StepContext) -> torch.Tensor:
@@ -108,6 +127,7 @@ class StructuredPruneStep(Step):
 
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
+        check_gradual_policy(ctx, [getattr(p, "schedule", None) for _, p, _ in self.regimes])
 
     #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
     resumes_mid_epoch = True

@@ -156,6 +156,9 @@ _LR_TYPES: dict[str, Any] = {
     "bool": bool,
     "int | None": int | None,
     "float | list[float]": Number | list[Number],
+    "list[float] | float": list[Number] | Number,
+    "list[float]": list[Number],
+    "list[int]": list[int],
     "Iterable[int]": list[int],
     "Callable[[float], float] | None": None,
 }
