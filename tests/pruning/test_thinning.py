@@ -285,3 +285,30 @@ def test_the_thinning_check_compares_without_tf32_and_restores_the_flags():
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before[0]
         torch.backends.cudnn.deterministic = before[2]
+
+
+class _TiedLM(nn.Module):
+    """An embedding and an output layer sharing one weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.proj = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.relu(self.proj(self.emb(x).mean(1))))
+
+
+def test_thinning_refuses_to_untie_a_shared_weight():
+    model, x = _TiedLM(), torch.randint(0, 10, (2, 5))
+    with torch.no_grad():  # channels 0-3 of the embedding width pruned everywhere
+        model.emb.weight[:, :4] = 0
+        model.proj.weight[:, :4] = 0
+    with pytest.raises(UserError, match="'emb.weight' and 'out.weight' are one tied tensor"):
+        thin(model, x)
+    assert model.out.weight is model.emb.weight and model.emb.weight.shape == (10, 8)
+    masks = Masks(model)  # either name of the tied tensor finds it
+    masks.set("out.weight", torch.ones(10, 8, dtype=torch.bool))
+    assert masks.parameter("out.weight") is model.emb.weight

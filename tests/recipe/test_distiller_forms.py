@@ -343,6 +343,23 @@ policies:
         assert zero.nonzero().flatten().tolist() == list(range(8))
 
 
+def test_leader_with_the_older_reg_regims_form_is_refused():
+    with pytest.raises(UserError, match="group_dependency: Leader ties the weights listed "
+                                        "under weights"):
+        parse_recipe("""
+pruners:
+  p:
+    class: L1RankedStructureParameterPruner
+    group_dependency: Leader
+    reg_regims:
+      module.layer1.0.conv1.weight: [0.5, '3D']
+      module.layer1.1.conv1.weight: [0.5, '3D']
+policies:
+  - pruner: p
+    epochs: [0]
+""", "r.yaml")
+
+
 # Distiller's examples/agp-pruning/resnet20_filters.schedule_agp_4.yaml, pruners and policies:
 # structured AGP (one group following its leader), fine-grained AGP on the same layers, row
 # pruning of the classifier, thinning in between.

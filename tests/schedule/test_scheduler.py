@@ -218,6 +218,17 @@ policies:
     assert scheduler.entries[0].step.steps_per_epoch == 20
 
 
+def test_steps_within_epochs_need_a_policy_firing_every_epoch():
+    from torchslim.pruning import PruneStep
+
+    scheduler = CompressionScheduler(_mlp())
+    agp = AGPPruner(["0.weight"], 0.1, 0.5)
+    with pytest.raises(UserError, match=r"steps_per_epoch \(4\) spreads pruning over the "
+                                        "minibatches of every epoch, but the policy fires on "
+                                        "epochs 0..6 every 2"):
+        scheduler.add(PruneStep(agp, steps_per_epoch=4), Policy(0, 6, frequency=2), "agp")
+
+
 class _Holding(Step):
     """A step that holds state no checkpoint saves while ``holding``."""
 

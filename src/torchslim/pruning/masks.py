@@ -48,7 +48,7 @@ class Masks:
         # Names as the model had them: a step that wraps layers (quantization puts a layer
         # inside a QuantConv, so 'conv.weight' becomes 'conv.layer.weight') keeps the same
         # parameter objects, which masks and pruners then still find by their first names.
-        self._known: dict[str, nn.Parameter] = dict(model.named_parameters())
+        self._known: dict[str, nn.Parameter] = dict(model.named_parameters(remove_duplicate=False))
 
     # -- lookup --------------------------------------------------------------------------------
     def _find(self, name: str, params: dict[str, nn.Parameter]) -> nn.Parameter | None:
@@ -64,7 +64,7 @@ class Masks:
         """The parameter ``name`` of the model (also under the name it had when the masks were
         made, if a step has since wrapped its layer), or a :class:`UserError` naming close
         names."""
-        params = dict(self.model.named_parameters())
+        params = dict(self.model.named_parameters(remove_duplicate=False))
         found = self._find(name, params)
         if found is None:
             raise UserError(f"the model has no parameter '{name}'{did_you_mean(name, params)}")
@@ -100,7 +100,7 @@ class Masks:
 
     def apply(self) -> None:
         """Zero every masked weight again (after an optimizer step)."""
-        params = dict(self.model.named_parameters())
+        params = dict(self.model.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for name, mask in self.masks.items():
                 param = self._find(name, params)

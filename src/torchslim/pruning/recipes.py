@@ -201,6 +201,10 @@ class RankedStructureArgs(Args):
             if given:
                 raise ValueError(f"give either reg_regims or group_type/desired_sparsity/"
                                  f"weights, not both (found reg_regims and {given[0]})")
+            if self.group_dependency is not None:
+                raise ValueError("group_dependency: Leader ties the weights listed under "
+                                 "weights (with group_type and desired_sparsity), not those "
+                                 "of reg_regims, which each keep their own ratio")
         else:
             missing = [k for k, v in new_form.items() if v is None]
             if missing:

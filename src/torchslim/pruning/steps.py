@@ -55,6 +55,13 @@ class PruneStep(Step):
         masks_of(ctx)
         self.pruner.resolve(ctx.model)  # names as scheduled (and mistakes named now)
         check_gradual_policy(ctx, [getattr(self.pruner, "schedule", None)])
+        policy = ctx.policy
+        if self.steps_per_epoch > 1 and policy is not None and (
+                policy.epochs is not None or policy.frequency > 1):
+            # the steps run within firing epochs only: the epochs between would prune nothing
+            raise UserError(f"steps_per_epoch ({self.steps_per_epoch}) spreads pruning over "
+                            f"the minibatches of every epoch, but the policy fires on "
+                            f"{policy.describe()}: give it frequency 1 (and no epochs list)")
 
     #: on_epoch_begin leaves what it does in the model, masks, edits or state_dict
     resumes_mid_epoch = True

@@ -287,6 +287,7 @@ def thin(
     if reference is not None:
         example_input = example_input.to(reference.device)
     record, exact = plan_thinning(build_graph(model, example_input))
+    _check_untied(model, record["layers"])
     if check and exact and (record["layers"] or record["rewrites"]):
         _check(model, record, example_input)
     replaced = _apply(model, record)
@@ -295,6 +296,22 @@ def thin(
     if masks is not None:
         _update_masks(masks, replaced)
     return record
+
+
+def _check_untied(model: nn.Module, layers: Mapping[str, Any]) -> None:
+    """Thinning gives each resized layer new parameters: a tensor two layers share (tied
+    embedding and output weights) would come apart. A :class:`UserError` instead."""
+    owners: dict[int, list[str]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append(
+                f"{module_name}.{name}" if module_name else name)
+    for names in owners.values():
+        if len(names) > 1 and any(n.rpartition(".")[0] in layers for n in names):
+            raise UserError(
+                f"'{names[0]}' and '{names[1]}' are one tied tensor, and thinning would give "
+                "them separate ones: untie them first, or leave their layers out of pruning"
+            )
 
 
 def _check_entry(model: nn.Module, name: str, entry: Mapping[str, Any]) -> None:
