@@ -24,3 +24,17 @@ def test_onnx_rows_measure_the_exported_model(tmp_path):
     assert row.runtime == "onnxruntime" and row.top1 == pytest.approx(expected.top1)
     assert row.file_bytes == path.stat().st_size and row.batch_n == 8
     assert row.latency_b1_ms > 0 and row.latency_bn_ms > 0 and row.threads == 1
+
+
+def test_onnx_rows_run_at_the_pytorch_rows_thread_count_unless_told(tmp_path, monkeypatch):
+    import torchslim.bench.measure as measure
+
+    model = create_model("demo_cnn").eval()
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx")
+    asked = []
+    real = measure.onnx_session
+    monkeypatch.setattr(measure, "onnx_session",
+                        lambda p, threads=None: asked.append(threads) or real(p, threads))
+    row = measure_onnx_row("m", path, model, (1, 8, 8), None, num_classes=10,
+                           latency_batch=8, repeats=1)
+    assert asked == [torch.get_num_threads()] and row.threads == torch.get_num_threads()

@@ -68,6 +68,9 @@ def load(root, split="train", **kwargs):
 @pytest.mark.parametrize("top", [None, "mydata"])
 def test_directory_and_archive_give_identical_arrays(tmp_path, top):
     written = make_tree(tmp_path / "src")
+    # a hidden folder (a notebook's checkpoints) is no class, on disk or in the archive
+    make_tree(tmp_path / "hidden", {"train": {"x": 1}})
+    (tmp_path / "hidden" / "train" / "x").rename(tmp_path / "src" / "train" / ".ipynb_checkpoints")
     archive = make_tar(tmp_path / "src", tmp_path / "data.tar.gz", top=top)
     for split in ("train", "test"):
         from_dir = load(tmp_path / "src", split)
@@ -503,3 +506,25 @@ def test_subset_is_a_seeded_sample_in_original_order_not_the_first_images():
     assert torch.equal(dataset.subset(30).labels, sample.labels)
     assert not torch.equal(dataset.subset(30, seed=1).labels, sample.labels)
     assert dataset.subset(500) is dataset
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped():
+    import io
+
+    from torchslim.data._decode import decode_one
+
+    ramp = (np.arange(256).reshape(16, 16) * 257).astype(np.uint16)  # 0 ... 65535
+    blob = io.BytesIO()
+    Image.fromarray(ramp).save(blob, format="PNG")
+    decoded = decode_one(blob.getvalue(), None)
+    assert decoded.shape == (16, 16) and decoded.dtype == np.uint8
+    assert decoded.flatten().tolist() == list(range(256))  # was 0 then 255 everywhere
+
+
+def test_the_digits_normalization_comes_from_the_training_split():
+    from torchslim.data import load_digits
+    from torchslim.data.transforms import get_normalization
+
+    pixels = load_digits("train").images.float() / 255
+    assert get_normalization("digits") == ((round(float(pixels.mean()), 3),),
+                                           (round(float(pixels.std()), 3),))

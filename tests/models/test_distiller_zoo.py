@@ -51,3 +51,15 @@ def test_distiller_models_prune_thin_and_reload(name, shape, tmp_path):
     save_compressed(model, path, meta={"edits": [record]})
     fresh = load_weights(create_model(name), path).eval()
     assert torch.allclose(fresh(x), model(x), atol=1e-5)
+
+
+def test_distiller_models_normalize_their_inputs_as_distiller_trained_them():
+    from torchslim.data import NORMALIZATION
+    from torchslim.models import get_model_spec
+
+    # distiller/apputils/data_loaders.py: Normalize((0.5,)*3, (0.5,)*3), MNIST (0.1307, 0.3081)
+    assert NORMALIZATION[get_model_spec("resnet20_cifar").normalization] == ((0.5,) * 3,
+                                                                              (0.5,) * 3)
+    assert NORMALIZATION[get_model_spec("simplenet_mnist").normalization] == ((0.1307,),
+                                                                               (0.3081,))
+    assert get_model_spec("cifar_resnet20").normalization == "cifar"  # the shared weights'

@@ -266,7 +266,11 @@ def test_resume_without_checkpoint_is_a_user_error(tmp_path):
     ({"schedule": "poly"}, "schedule"),
     ({"schedule": "multistep"}, "milestones"),
     ({"momentum": -0.5}, "momentum must be >= 0"),
+    ({"momentum": 2.0}, "momentum must be >= 0 and < 1, got 2.0"),
     ({"weight_decay": -1}, "weight decay must be >= 0"),
+    ({"lr": float("nan")}, "learning rate must be a number > 0, got nan"),
+    ({"gamma": -1.0}, "gamma"),
+    ({"schedule": "multistep", "milestones": [-3]}, "milestones are epochs >= 1"),
 ])
 def test_bad_config_is_a_user_error(kwargs, match):
     with pytest.raises(UserError, match=match):
@@ -431,3 +435,10 @@ def test_hint_distillation_trains_on_cuda(tmp_path):
     Trainer(student, data, config, callbacks=[schedule], out_dir=tmp_path,
             progress=False).fit(resume=True)  # optimizer state for the adapter on the GPU too
     assert step.hints.adapters["1"].weight.device.type == "cuda"
+
+
+def test_evaluating_a_model_with_another_number_of_classes_is_a_user_error():
+    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 2, 0]))]
+    with pytest.raises(UserError, match=r"scores of shape \(2,\) per image, the data has 3 "
+                                        "classes"):
+        evaluate(make_model(), batches, num_classes=3)

@@ -99,6 +99,9 @@ def measure_onnx_row(
     """One row for an ONNX model run in ONNX Runtime: accuracy, latency at batch 1 and N, and
     the file; parameters and MACs are those of the PyTorch ``model`` it was exported from."""
     summary = summarize(model, input_shape)
+    # the PyTorch rows' thread count unless told (ONNX Runtime's own default ignores
+    # OMP_NUM_THREADS and torch.set_num_threads)
+    threads = threads if threads is not None else torch.get_num_threads()
     runtime = onnx_session(path, threads)
     accuracy = (evaluate(_OnnxModel(runtime), eval_batches, num_classes)
                 if eval_batches is not None else None)

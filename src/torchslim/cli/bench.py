@@ -12,7 +12,7 @@ from ..bench.measure import measure_onnx_row, measure_row
 from ..core.errors import UserError
 from ..export.onnx import export_onnx
 from ..models import get_model_spec
-from ..pipelines.common import build_model, machine_meta
+from ..pipelines.common import build_model, machine_meta, weights_file_bytes
 from ..quantization import is_prepared
 from .common import Emit, add_common, add_data_args, load_split, make_loader, positive_int
 
@@ -55,12 +55,13 @@ def run_bench(args: argparse.Namespace, emit: Emit) -> None:
     dataset = load_split(args, args.split)
     rows = []
     for name, weights, label in entries:
-        model, spec = build_model(name, weights, dataset.num_classes)
+        model, spec = build_model(name, weights, dataset.num_classes, dataset.classes,
+                                  dataset.image_shape)
         rows.append(measure_row(
             label, model, dataset.image_shape, make_loader(args, spec, dataset),
             num_classes=dataset.num_classes, latency_batch=args.latency_batch,
             repeats=args.repeats, threads=args.threads,
-            file_bytes=Path(weights).stat().st_size if weights else None,
+            file_bytes=weights_file_bytes(model, weights),
         ))
         if args.onnx:
             kind = "int8" if is_prepared(model) else "fp32"

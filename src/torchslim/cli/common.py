@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..data import AUGMENTATIONS, ArrayDataset, BatchLoader, load_dataset
+from ..data import AUGMENTATIONS, NORMALIZATION, ArrayDataset, BatchLoader, load_dataset
 from ..data.load import BUILTIN_DATASETS
 from ..models import ModelSpec, edit_records
 from ..train import DEVICES, TrainConfig, resolve_device
@@ -104,7 +104,8 @@ def add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--split", default=split, help=f"split to use (default: {split})")
     parser.add_argument(
         "--normalization", default=None,
-        help="normalisation preset (default: the model's own, e.g. 'cifar')",
+        help="normalisation preset: " + ", ".join(NORMALIZATION) + " (default: the model's "
+        "own, e.g. 'cifar' for torchslim's CIFAR ResNets, 'distiller_cifar' for Distiller's)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="samples per batch (default: 256)")

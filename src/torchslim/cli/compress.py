@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError, did_you_mean
-from ..pipelines.common import build_model, machine_meta
+from ..pipelines.common import build_model, check_same_classes, machine_meta
 from ..pipelines.compress import compress, report, schedule_notes
 from ..recipe import build_scheduler, load_recipe
 from ..recipes import recipe_names, recipe_path
@@ -117,8 +117,10 @@ def run_schedule(
             print(f"torchslim {command}: note: {note}", file=sys.stderr)
     train_set, held_set = training_splits(args)
     eval_set = load_split(args, args.eval_split, limit=False)
+    check_same_classes(train_set, eval_set, f"{args.split} and {args.eval_split}")
     seed_everything(args.seed)
-    model, spec = build_model(args.model, args.weights, train_set.num_classes)
+    model, spec = build_model(args.model, args.weights, train_set.num_classes, train_set.classes,
+                              train_set.image_shape)
     baseline = copy.deepcopy(model)
     schedule = args.schedule or ("constant" if lr_scheduled else "cosine")
     eval_batches = make_loader(args, spec, eval_set)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pipelines.common import build_model
+from ..models import get_model_spec
+from ..models.checkpoint import read_checkpoint
 from ..schedule import CompressionScheduler
 from .common import Emit, add_common, add_data_args, add_model_args, add_train_args, positive_int
 from .compress import run_schedule
@@ -33,7 +34,9 @@ def register(sub) -> None:
 
 def run_distill(args: argparse.Namespace, emit: Emit) -> None:
     check_distill_args(args)
-    build_model(args.model, args.weights)
+    get_model_spec(args.model)  # mistakes named before any data loads
+    if args.weights:
+        read_checkpoint(args.weights)
 
     def scheduler(model, example_input):
         schedule = CompressionScheduler(model, example_input=example_input)

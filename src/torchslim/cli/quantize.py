@@ -12,7 +12,7 @@ from ..bench import BenchTable
 from ..core.errors import UserError
 from ..export.onnx import export_onnx
 from ..models import edit_records
-from ..pipelines.common import build_model, machine_meta
+from ..pipelines.common import build_model, check_same_classes, machine_meta
 from ..pipelines.quantize import (
     LAYOUTS,
     format_report,
@@ -111,7 +111,9 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         raise UserError(f"the calibration split '{args.calibration_split}' is empty")
     per_class = max(1, args.calibration_images // max(calibration.num_classes, 1))
     calibration = calibration.first_per_class(per_class)
-    model, spec = build_model(args.model, args.weights, evaluation.num_classes)
+    check_same_classes(calibration, evaluation, f"{args.calibration_split} and {args.split}")
+    model, spec = build_model(args.model, args.weights, evaluation.num_classes,
+                              evaluation.classes, evaluation.image_shape)
     if is_prepared(model):
         raise UserError(f"'{args.weights}' is already quantized: give the float model's weights")
     model.eval()

@@ -52,7 +52,8 @@ def register(sub) -> None:
 
 def run_sensitivity(args: argparse.Namespace, emit: Emit) -> None:
     dataset = load_split(args, args.split)
-    model, spec = build_model(args.model, args.weights, dataset.num_classes)
+    model, spec = build_model(args.model, args.weights, dataset.num_classes, dataset.classes,
+                              dataset.image_shape)
     batches = make_loader(args, spec, dataset)
 
     def score(pruned: nn.Module) -> dict[str, float]:

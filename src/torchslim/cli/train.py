@@ -8,7 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from ..core.errors import UserError
-from ..pipelines.common import build_model, write_eval_outputs
+from ..models.checkpoint import saved_classes
+from ..pipelines.common import build_model, check_same_classes, write_eval_outputs
 from ..schedule import CompressionScheduler, Policy
 from ..train import Trainer, evaluate, seed_everything
 from ..transfer import Freeze, Unfreeze, replace_head
@@ -61,7 +62,8 @@ def register(sub) -> None:
 
 def run_eval(args: argparse.Namespace, emit: Emit) -> None:
     dataset = load_split(args, args.split)
-    model, spec = build_model(args.model, args.weights, dataset.num_classes)
+    model, spec = build_model(args.model, args.weights, dataset.num_classes, dataset.classes,
+                              dataset.image_shape)
     result = evaluate(
         model, make_loader(args, spec, dataset), dataset.num_classes, dataset.classes,
         progress=not args.quiet,
@@ -111,9 +113,14 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
                         "--weights")
     train_set, held_set = training_splits(args)
     eval_set = load_split(args, args.eval_split, limit=False)
+    check_same_classes(train_set, eval_set, f"{args.split} and {args.eval_split}")
     seed_everything(args.seed)
-    model, spec = build_model(args.model, args.weights,
-                              None if args.new_head else train_set.num_classes)
+    if args.new_head:  # the pretrained head first: as many classes as the file says
+        saved = saved_classes(args.weights)
+        model, spec = build_model(args.model, args.weights, len(saved) if saved else None)
+    else:
+        model, spec = build_model(args.model, args.weights, train_set.num_classes,
+                                  train_set.classes, train_set.image_shape)
     meta = model_meta(args, train_set)
     callbacks = _transfer(args, model, meta)
     config = train_config(args, args.schedule)

@@ -50,6 +50,11 @@ def decode_one(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
     """One encoded image as a uint8 ``(H, W)`` or ``(H, W, 3)`` array, or why it failed."""
     try:
         with Image.open(io.BytesIO(blob)) as image:
+            if image.mode.startswith("I"):  # 16- or 32-bit greyscale: scaled to 8 bits
+                wide = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or wide.max() <= 65535 else \
+                    float(np.iinfo(np.int32).max)
+                image = Image.fromarray(np.round(wide * (255.0 / top)).astype(np.uint8), "L")
             gray = image.mode in ("L", "1")
             return np.asarray(resize(image.convert("L" if gray else "RGB"), size))
     except Exception as err:  # Pillow raises many exception types for broken files

@@ -190,8 +190,8 @@ def _scan_archive(archive: Path, size, progress):
             with tarfile.open(fileobj=raw, mode="r|gz") as tar:
                 for member in tar:
                     parts = tuple(p for p in PurePosixPath(member.name).parts if p != "/")
-                    if not parts:
-                        continue
+                    if not parts or any(p.startswith(".") for p in parts):
+                        continue  # hidden, as folders read from disk skip them
                     folders.update(parts[:i] for i in range(1, len(parts)))
                     if member.isdir():
                         folders.add(parts)

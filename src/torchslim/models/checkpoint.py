@@ -85,6 +85,14 @@ def edit_records(path: str | os.PathLike) -> list[dict]:
     return _edits(read_checkpoint(path))
 
 
+def saved_classes(path: str | os.PathLike) -> list[str] | None:
+    """The class names a torchslim-written file records in its ``meta`` (None if none)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    return [str(c) for c in classes] if isinstance(classes, list | tuple) else None
+
+
 def _edits(checkpoint) -> list[dict]:
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict):

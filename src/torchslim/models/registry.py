@@ -116,24 +116,24 @@ for _depth, _blocks in distiller_zoo.DEPTHS.items():
     register_model(
         f"resnet{_depth}_cifar",
         input_shape=(3, 32, 32),
-        normalization="cifar",
+        normalization="distiller_cifar",
         description=f"Distiller's ResNet-{_depth} for CIFAR-10 (1x1-conv downsample, fc head)",
     )(functools.partial(distiller_zoo.ResNetCifarDistiller, _blocks))
     register_model(
         f"preact_resnet{_depth}_cifar",
         input_shape=(3, 32, 32),
-        normalization="cifar",
+        normalization="distiller_cifar",
         description=f"Distiller's pre-activation ResNet-{_depth} for CIFAR-10",
     )(functools.partial(distiller_zoo.PreactResNetCifar, _blocks))
-register_model("plain20_cifar", input_shape=(3, 32, 32), normalization="cifar",
+register_model("plain20_cifar", input_shape=(3, 32, 32), normalization="distiller_cifar",
                description="Distiller's ResNet-20 without shortcuts")(distiller_zoo.PlainCifar)
-register_model("vgg16_cifar", input_shape=(3, 32, 32), normalization="cifar",
+register_model("vgg16_cifar", input_shape=(3, 32, 32), normalization="distiller_cifar",
                description="Distiller's VGG-16 for CIFAR-10 (no BatchNorm)")(
     distiller_zoo.VGGCifar)
-register_model("simplenet_mnist", input_shape=(1, 28, 28), normalization="none",
+register_model("simplenet_mnist", input_shape=(1, 28, 28), normalization="mnist",
                description="Distiller's MNIST network (2 convs, 2 linear layers)")(
     distiller_zoo.SimplenetMnist)
-register_model("simplenet_v2_mnist", input_shape=(1, 28, 28), normalization="none",
+register_model("simplenet_v2_mnist", input_shape=(1, 28, 28), normalization="mnist",
                description="Distiller's small MNIST network (2 convs, 1 linear layer)")(
     distiller_zoo.SimplenetV2Mnist)
 

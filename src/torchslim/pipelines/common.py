@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -20,21 +21,87 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis import ModelSummary
+from ..analysis import ModelSummary, file_size_bytes
+from ..core.errors import UserError
 from ..core.fileio import atomic_write_text, make_folder
+from ..core.storage import is_compressed
+from ..data import ArrayDataset
 from ..models import ModelSpec, create_model, get_model_spec, load_weights
+from ..models.checkpoint import read_checkpoint, saved_classes
 from ..train import EvalResult
 
 
 def build_model(
-    name: str, weights: str | None = None, num_classes: int | None = None
+    name: str, weights: str | None = None, num_classes: int | None = None,
+    classes: list[str] | None = None, image_shape: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
-    """Create a zoo (or ``package.module:function``) model and load ``weights`` into it."""
+    """Create a zoo (or ``package.module:function``) model and load ``weights`` into it;
+    with ``classes`` (the data's), a file that records other classes, or the same in another
+    order, is a :class:`UserError` (its outputs would be read as the wrong labels); with
+    ``image_shape`` (the data's, no batch), so is a model that cannot run on those images or
+    gives another number of scores than ``num_classes``."""
     spec = get_model_spec(name)
+    if weights and classes is not None:
+        saved = saved_classes(weights)
+        if saved is not None and saved != list(classes):
+            raise UserError(
+                f"'{weights}' was trained on the classes {_shown(saved)}, the data has "
+                f"{_shown(classes)}: give data with the same classes (--classes "
+                f"{','.join(saved[:6])}{',...' if len(saved) > 6 else ''} picks and orders them)"
+            )
     model = create_model(name, num_classes=num_classes)
     if weights:
         load_weights(model, weights, name=name)
+    if image_shape is not None:
+        check_fits(model, name, image_shape, num_classes)
     return model, spec
+
+
+def check_fits(model: nn.Module, name: str, image_shape: tuple[int, ...],
+               num_classes: int | None) -> None:
+    """One image of ``image_shape`` through ``model``: a :class:`UserError` when it cannot run
+    on it, or gives other than ``num_classes`` scores."""
+    reference = next(iter(model.parameters()), None)
+    x = torch.zeros(1, *image_shape, device=reference.device if reference is not None else None)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"model '{name}' cannot run on the data's images of shape "
+                        f"{tuple(image_shape)} ({first}): choose a model made for this data"
+                        ) from None
+    finally:
+        model.train(was_training)
+    scores = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+    if num_classes is not None and scores is not None and scores != num_classes:
+        raise UserError(f"model '{name}' gives {scores} scores per image, the data has "
+                        f"{num_classes} classes: give the model's weights for this data")
+
+
+def weights_file_bytes(model: nn.Module, path: str | os.PathLike | None) -> int:
+    """The size an input model's weights take, the same way for every row: a file torchslim
+    compressed (sparse or packed) as it is on disk; any other (a training checkpoint with
+    optimizer state, say) as the plain ``state_dict`` of ``model``."""
+    if path is not None and is_compressed(read_checkpoint(path)):
+        return os.path.getsize(path)
+    return file_size_bytes(model)
+
+
+def _shown(classes: list[str]) -> str:
+    return "[" + ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "") + "]"
+
+
+def check_same_classes(first: ArrayDataset, second: ArrayDataset, names: str) -> None:
+    """Two splits of one data set must hold the same classes in the same order (labels follow
+    the sorted class folders of each split): a :class:`UserError` naming the difference."""
+    if first.classes != second.classes:
+        only = sorted(set(first.classes) ^ set(second.classes))
+        detail = (f"{', '.join(only[:6])} in one only" if only else "in another order")
+        raise UserError(f"the {names} splits have different classes ({detail}): every split "
+                        "needs the same class folders, or pick them with --classes")
 
 
 def machine_meta() -> dict[str, Any]:

@@ -48,7 +48,7 @@ from ..core.storage import save_compressed
 from ..recipe import Recipe, build_scheduler
 from ..schedule import CompressionScheduler
 from ..train import TrainConfig, Trainer
-from .common import write_summary
+from .common import weights_file_bytes, write_summary
 
 COMPRESSED_NAME = "compressed.pt"
 
@@ -167,7 +167,7 @@ def report(
     measure = {"num_classes": num_classes, "latency_batch": latency_batch, "repeats": repeats}
     rows = [
         measure_row(labels[0], baseline, input_shape, eval_batches, **measure,
-                    file_bytes=Path(input_file).stat().st_size if input_file else None),
+                    file_bytes=weights_file_bytes(baseline, input_file)),
         measure_row(labels[1], run.model, input_shape, eval_batches, **measure,
                     file_bytes=run.model_path.stat().st_size if run.model_path else None),
     ]

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..core.errors import UserError
+
 
 @dataclass
 class EvalResult:
@@ -85,6 +87,10 @@ def evaluate(
         with torch.inference_mode():
             for inputs, targets in tqdm(batches, desc="eval", disable=not progress, leave=False):
                 logits = model(inputs)
+                if logits.dim() != 2 or logits.shape[1] != num_classes:
+                    raise UserError(f"the model gives scores of shape {tuple(logits.shape[1:])} "
+                                    f"per image, the data has {num_classes} classes: evaluate "
+                                    "it on the data it was trained for")
                 loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
                 predicted = logits.argmax(1)
                 confusion += torch.bincount(

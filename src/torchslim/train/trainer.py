@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import random
 import re
@@ -102,12 +103,16 @@ class TrainConfig:
         if not self.checkpoint_minutes >= 0:
             raise UserError(f"checkpoint minutes must be >= 0 (0: after every epoch only), got "
                             f"{self.checkpoint_minutes}")
-        if self.lr <= 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
-        for name in ("momentum", "weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"{name.replace('_', ' ')} must be >= 0, got "
-                                f"{getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"learning rate must be a number > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be >= 0 and < 1, got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise UserError(f"gamma (the LR factor at each step) must be > 0, got {self.gamma}")
+        if any(m < 1 for m in self.milestones):
+            raise UserError(f"milestones are epochs >= 1, got {list(self.milestones)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer '{self.optimizer}': choose one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
