@@ -87,3 +87,22 @@ def test_an_input_file_with_optimizer_state_counts_as_its_weights(binary_model, 
                  "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
     assert rows[0]["file_bytes"] == rows[1]["file_bytes"]
+
+
+def test_a_saved_model_is_evaluated_with_the_normalization_it_was_trained_with(binary_model,
+                                                                               tmp_path):
+    from torchslim.models.checkpoint import saved_normalization
+    from torchslim.pipelines.common import build_model
+
+    assert saved_normalization(binary_model) == "digits"
+    # trained under a preset other than the model's default: the file says which
+    assert main(["train", "--model", "demo_cnn", "--data", "digits", "--classes", "0,1",
+                 "--limit", "64", "--normalization", "none", "--out", tmp_path / "n",
+                 *QUICK]) == 0
+    _, spec = build_model("demo_cnn", str(tmp_path / "n" / "model.pt"), 2)
+    assert spec.normalization == "none"
+    # a torchslim file from before the preset was recorded keeps the default of its time
+    state = torch.load(binary_model, weights_only=True)
+    state["meta"] = {"model": "resnet20_cifar", "classes": ["0", "1"]}
+    torch.save(state, tmp_path / "old.pt")
+    assert saved_normalization(tmp_path / "old.pt") == "cifar"

@@ -528,3 +528,13 @@ def test_the_digits_normalization_comes_from_the_training_split():
     pixels = load_digits("train").images.float() / 255
     assert get_normalization("digits") == ((round(float(pixels.mean()), 3),),
                                            (round(float(pixels.std()), 3),))
+
+
+def test_a_32_bit_container_holding_8_bit_values_keeps_them():
+    import io
+
+    from torchslim.data._decode import decode_one
+
+    blob = io.BytesIO()
+    Image.fromarray(np.array([[0, 64, 128, 255]], dtype=np.int32), "I").save(blob, format="TIFF")
+    assert decode_one(blob.getvalue(), None).tolist() == [[0, 64, 128, 255]]

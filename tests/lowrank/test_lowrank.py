@@ -182,3 +182,11 @@ def test_factorizing_a_frozen_layer_keeps_it_frozen():
     assert frozen and all(n.startswith("features.") for n in frozen)
     assert any(n.startswith("features.1.0.") for n in frozen)  # the new layers inside it
     assert all(p.requires_grad for p in model.classifier.parameters())
+
+
+def test_numpy_and_tensor_ranks_are_whole_numbers_too():
+    import numpy as np
+
+    for rank in (np.int64(2), torch.tensor(2)):
+        plan = factorize(create_model("demo_cnn"), "svd", rank=rank, layers=["classifier"])
+        assert plan["layers"]["classifier"]["rank"] == 2

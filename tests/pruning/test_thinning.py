@@ -312,3 +312,11 @@ def test_thinning_refuses_to_untie_a_shared_weight():
     masks = Masks(model)  # either name of the tied tensor finds it
     masks.set("out.weight", torch.ones(10, 8, dtype=torch.bool))
     assert masks.parameter("out.weight") is model.emb.weight
+
+
+def test_a_module_registered_under_two_names_is_no_tie():
+    model, x = create_model("demo_cnn").eval(), torch.randn(2, 1, 8, 8)
+    model.head = model.classifier  # the same module twice, not two modules sharing a tensor
+    FilterNormPruner(0.5).apply(build_graph(model, x), Masks(model))
+    thin(model, x)
+    assert model.head is model.classifier and model.classifier.in_features == 32

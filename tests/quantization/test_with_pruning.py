@@ -51,3 +51,30 @@ def test_a_resumed_prune_and_quantize_run_ends_where_an_uninterrupted_one_does(t
     resumed, _ = _run(tmp_path / "b", resume=True)
     for key, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[key].float(), value.float(), atol=1e-6), key
+
+
+def test_a_pruner_follows_blocks_another_step_removed():
+    # Names looked up once went stale when block removal took parameters away.
+    from torchslim.pruning.depth import BlockPruner, BlockRemovalStep
+
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar", num_classes=10)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    schedule = CompressionScheduler(model, example_input=x[:1])
+    schedule.add(BlockRemovalStep(BlockPruner(blocks=2), collect_batches=1), Policy(0, 1), "depth")
+    schedule.add(PruneStep(AGPPruner(["*.conv*.weight"], 0.1, 0.5)), Policy(0, 3), "agp")
+    for epoch in range(3):
+        schedule.on_epoch_begin(epoch, optimizer=optimizer)
+        schedule.on_minibatch_begin(epoch, 0, 1, optimizer=optimizer)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = schedule.before_backward_pass(epoch, 0, 1, loss, optimizer=optimizer, inputs=x,
+                                             targets=y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.on_minibatch_end(epoch, 0, 1, optimizer=optimizer)
+        schedule.on_epoch_end(epoch, optimizer=optimizer)
+    convs = [p for n, p in model.named_parameters() if ".conv" in n and n.endswith("weight")]
+    assert len(convs) == 2 * (9 - 2)  # two blocks gone
+    assert all(float((p == 0).float().mean()) > 0.45 for p in convs)

@@ -313,12 +313,14 @@ def training_log(args: argparse.Namespace, config: TrainConfig, train_set: Array
                if held else ""))
 
 
-def model_meta(args: argparse.Namespace, train_set: ArrayDataset) -> dict[str, Any]:
-    """What a saved model needs beside its weights: name, classes and, for an input model whose
-    architecture was edited (thinned), its edit records (so the output reloads into a fresh
-    model)."""
+def model_meta(args: argparse.Namespace, train_set: ArrayDataset,
+               spec: ModelSpec) -> dict[str, Any]:
+    """What a saved model needs beside its weights: name, classes, the normalisation it was
+    trained with and, for an input model whose architecture was edited (thinned), its edit
+    records (so the output reloads into a fresh model)."""
     edits = edit_records(args.weights) if args.weights else []
-    return {"model": args.model, "classes": train_set.classes, "edits": edits}
+    return {"model": args.model, "classes": train_set.classes, "edits": edits,
+            "normalization": args.normalization or spec.normalization}
 
 
 def train_config(args: argparse.Namespace, schedule: str) -> TrainConfig:

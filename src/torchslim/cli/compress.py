@@ -135,7 +135,7 @@ def run_schedule(
         config, eval_batches=eval_batches,
         val_batches=make_loader(args, spec, held_set) if held_set is not None else None,
         num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,
-        model_meta=model_meta(args, train_set), resume=args.resume,
+        model_meta=model_meta(args, train_set, spec), resume=args.resume,
         example_input=example_input,
     )
     result = report(

@@ -136,6 +136,7 @@ def run_quantize(args: argparse.Namespace, emit: Emit) -> None:
         speed_search=args.speed_search,
         meta={**machine_meta(), "model": args.model, "weights": args.weights,
               "dataset": args.data, "split": args.split, "classes": evaluation.classes,
+              "normalization": args.normalization or spec.normalization,
               "edits": edit_records(args.weights),
               "calibration": f"{len(calibration)} images of '{args.calibration_split}'"},
     )

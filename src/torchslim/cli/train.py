@@ -121,7 +121,7 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
     else:
         model, spec = build_model(args.model, args.weights, train_set.num_classes,
                                   train_set.classes, train_set.image_shape)
-    meta = model_meta(args, train_set)
+    meta = model_meta(args, train_set, spec)
     callbacks = _transfer(args, model, meta)
     config = train_config(args, args.schedule)
     train_batches = make_loader(args, spec, train_set, train=True)

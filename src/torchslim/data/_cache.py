@@ -21,7 +21,9 @@ import numpy as np
 
 from ..core.fileio import atomic_write, atomic_write_text
 
-FORMAT = 1
+#: Raised whenever decoding changes (2: hidden archive folders skipped, 16-bit images scaled),
+#: so that splits cached by an older version are decoded again.
+FORMAT = 2
 _SUFFIXES = (".images.npy", ".labels.npy", ".json")
 
 

@@ -52,8 +52,11 @@ def decode_one(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
         with Image.open(io.BytesIO(blob)) as image:
             if image.mode.startswith("I"):  # 16- or 32-bit greyscale: scaled to 8 bits
                 wide = np.asarray(image, dtype=np.float64)
-                top = 65535.0 if image.mode.startswith("I;16") or wide.max() <= 65535 else \
-                    float(np.iinfo(np.int32).max)
+                peak = float(wide.max()) if wide.size else 0.0
+                # a 16-bit file spans 0..65535; a 32-bit container holding 8- or 16-bit values
+                # (as some writers store them) keeps their range
+                top = (65535.0 if image.mode.startswith("I;16") or 255 < peak <= 65535
+                       else 255.0 if peak <= 255 else float(np.iinfo(np.int32).max))
                 image = Image.fromarray(np.round(wide * (255.0 / top)).astype(np.uint8), "L")
             gray = image.mode in ("L", "1")
             return np.asarray(resize(image.convert("L" if gray else "RGB"), size))

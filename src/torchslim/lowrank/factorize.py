@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -229,6 +230,17 @@ def plan_factorization(
     return plan
 
 
+def _whole(value: Any) -> bool:
+    """A whole number (Python's, numpy's or a one-element integer tensor), not a bool."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_rank_form(method: str, rank: Any) -> None:
     """``rank`` as ``method`` takes it: one whole number, or two for Tucker-2 (input side,
     output side); none for the depthwise-separable form, whose shape is fixed."""
@@ -242,7 +254,7 @@ def _check_rank_form(method: str, rank: Any) -> None:
     if pair and len(values) != 2:
         raise UserError(f"a Tucker-2 rank is one number or two (input side, output side), got "
                         f"{list(rank)}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if not all(_whole(v) for v in values):
         what = "the number of groups" if method == "group" else f"a '{method}' rank"
         form = "a whole number or two" if method == "tucker2" else "a whole number"
         raise UserError(f"{what} must be {form}, got {rank!r}")

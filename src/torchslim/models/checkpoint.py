@@ -93,6 +93,29 @@ def saved_classes(path: str | os.PathLike) -> list[str] | None:
     return [str(c) for c in classes] if isinstance(classes, list | tuple) else None
 
 
+#: What torchslim's files written before the normalisation was recorded were trained with,
+#: where the default has changed since (Distiller's zoo: ImageNet statistics, then Distiller's).
+_BEFORE_RECORDED = {"distiller_cifar": "cifar", "mnist": "none"}
+
+
+def saved_normalization(path: str | os.PathLike) -> str | None:
+    """The normalisation preset a torchslim-written file was trained with (None for other
+    files, such as Distiller's or a plain state_dict: the model's own default applies)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict) or "model" not in meta:
+        return None
+    if isinstance(meta.get("normalization"), str):
+        return meta["normalization"]
+    from .registry import get_model_spec  # a file from before the preset was recorded
+
+    try:
+        default = get_model_spec(str(meta["model"])).normalization
+    except Exception:  # a model name this version does not know: its default applies
+        return None
+    return _BEFORE_RECORDED.get(default)
+
+
 def _edits(checkpoint) -> list[dict]:
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict):

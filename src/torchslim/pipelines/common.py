@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -27,7 +28,7 @@ from ..core.fileio import atomic_write_text, make_folder
 from ..core.storage import is_compressed
 from ..data import ArrayDataset
 from ..models import ModelSpec, create_model, get_model_spec, load_weights
-from ..models.checkpoint import read_checkpoint, saved_classes
+from ..models.checkpoint import read_checkpoint, saved_classes, saved_normalization
 from ..train import EvalResult
 
 
@@ -45,13 +46,16 @@ def build_model(
         saved = saved_classes(weights)
         if saved is not None and saved != list(classes):
             raise UserError(
-                f"'{weights}' was trained on the classes {_shown(saved)}, the data has "
-                f"{_shown(classes)}: give data with the same classes (--classes "
-                f"{','.join(saved[:6])}{',...' if len(saved) > 6 else ''} picks and orders them)"
+                f"'{weights}' was trained on the classes {_shown(saved, classes)}, the data has "
+                f"{_shown(list(classes), saved)}: give data with the same classes (--classes "
+                f"{','.join(saved)} picks and orders them)"
             )
     model = create_model(name, num_classes=num_classes)
     if weights:
         load_weights(model, weights, name=name)
+        saved = saved_normalization(weights)
+        if saved is not None and saved != spec.normalization:  # what it was trained with
+            spec = dataclasses.replace(spec, normalization=saved)
     if image_shape is not None:
         check_fits(model, name, image_shape, num_classes)
     return model, spec
@@ -90,8 +94,14 @@ def weights_file_bytes(model: nn.Module, path: str | os.PathLike | None) -> int:
     return file_size_bytes(model)
 
 
-def _shown(classes: list[str]) -> str:
-    return "[" + ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "") + "]"
+def _shown(classes: list[str], other: list[str]) -> str:
+    """``classes`` around the first place they differ from ``other``."""
+    first = next((i for i, (a, b) in enumerate(zip(classes, other, strict=False)) if a != b),
+                 min(len(classes), len(other)))
+    start = max(0, first - 2)
+    shown = classes[start:start + 6]
+    return ("[" + ("..., " if start else "") + ", ".join(shown)
+            + (", ..." if start + 6 < len(classes) else "") + "]")
 
 
 def check_same_classes(first: ArrayDataset, second: ArrayDataset, names: str) -> None:

@@ -60,6 +60,14 @@ class Masks:
             return known
         return None
 
+    def scheduled_name(self, name: str) -> str:
+        """``name``, or the name its parameter had when the masks were made if a step has since
+        wrapped its layer."""
+        if name in self._known:
+            return name
+        param = dict(self.model.named_parameters(remove_duplicate=False)).get(name)
+        return next((k for k, p in self._known.items() if p is param), name)
+
     def parameter(self, name: str) -> nn.Parameter:
         """The parameter ``name`` of the model (also under the name it had when the masks were
         made, if a step has since wrapped its layer), or a :class:`UserError` naming close

@@ -58,14 +58,22 @@ class Pruner:
         self.weights = list(weights)
         self._resolved: tuple[int, list[str]] | None = None
 
-    def resolve(self, model: nn.Module) -> list[str]:
+    def resolve(self, model: nn.Module, masks: Masks | None = None) -> list[str]:
         """The parameter names of ``model`` this pruner acts on (a UserError if one matches
-        nothing), as they were the first time it was asked about this model: a step that
-        later wraps the layers (quantization) renames the parameters, and the masks find them
-        by these names still."""
-        if self._resolved is None or self._resolved[0] != id(model):
-            self._resolved = (id(model), resolve_patterns(model, self.weights))
-        return list(self._resolved[1])
+        nothing), looked up again each time (a step may have removed blocks or factorized
+        layers). Where a step wrapped the layers since (quantization renames
+        ``conv.weight`` to ``conv.layer.weight``), the names are those of ``masks``, which
+        finds the parameters by the names they had when scheduled."""
+        try:
+            names = resolve_patterns(model, self.weights)
+        except UserError:
+            if self._resolved is None or self._resolved[0] != id(model):
+                raise
+            names = list(self._resolved[1])  # exact names that a wrapping step renamed
+        if masks is not None:
+            names = list(dict.fromkeys(masks.scheduled_name(n) for n in names))
+        self._resolved = (id(model), names)
+        return names
 
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         """Set the masks of this pruner's weights; return each one's sparsity."""
@@ -79,7 +87,7 @@ class Pruner:
 
     def _set_each(self, masks: Masks, method_for: Callable[[str], object]) -> dict[str, float]:
         done = {}
-        for name in self.resolve(masks.model):
+        for name in self.resolve(masks.model, masks):
             _keep_pruned(masks, name, method_for(name).compute_mask(_current(masks, name)))
             done[name] = round(masks.sparsity(name), 6)
         return done
@@ -117,7 +125,7 @@ class MagnitudePruner(Pruner):
     def prune(self, masks: Masks, progress: float = 1.0) -> dict[str, float]:
         sparsity = self.target(progress)
         if self.scope == "global":
-            return _prune_globally(masks, self.resolve(masks.model), sparsity)
+            return _prune_globally(masks, self.resolve(masks.model, masks), sparsity)
         return self._set_each(masks, lambda name: LevelMethod(sparsity))
 
 

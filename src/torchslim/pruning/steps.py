@@ -53,7 +53,10 @@ class PruneStep(Step):
 
     def attach(self, ctx: StepContext) -> None:
         masks_of(ctx)
-        self.pruner.resolve(ctx.model)  # names as scheduled (and mistakes named now)
+        try:  # the names as scheduled, for the pruner to find after quantization wraps them
+            self.pruner.resolve(ctx.model)
+        except UserError:
+            pass  # names a later step makes (a factorization); the first prune says if not
         check_gradual_policy(ctx, [getattr(self.pruner, "schedule", None)])
         policy = ctx.policy
         if self.steps_per_epoch > 1 and policy is not None and (

@@ -302,7 +302,7 @@ def _check_untied(model: nn.Module, layers: Mapping[str, Any]) -> None:
     """Thinning gives each resized layer new parameters: a tensor two layers share (tied
     embedding and output weights) would come apart. A :class:`UserError` instead."""
     owners: dict[int, list[str]] = {}
-    for module_name, module in model.named_modules(remove_duplicate=False):
+    for module_name, module in model.named_modules():  # one module under two names is no tie
         for name, param in module.named_parameters(recurse=False):
             owners.setdefault(id(param), []).append(
                 f"{module_name}.{name}" if module_name else name)

@@ -729,7 +729,7 @@ def _check_same_training(saved: dict[str, Any] | None, config: TrainConfig, path
         raise UserError(
             f"cannot resume from '{path}' with other training options ({', '.join(changed)}): "
             "resume with the options it was started with, or start a new run in a new --out "
-            "directory (from its model.pt with --weights to train on)"
+            "directory (give its checkpoint.pt as --weights to go on from where it stopped)"
         )
 
 
