@@ -36,6 +36,7 @@ RUNS = [
     ("r20_agp90fast_hint_lr05", "cifar_resnet20",
      "the same, 90 % by epoch 6, lr 0.05, + hints on each stage's output"),
     ("r56_dense8", "cifar_resnet56", "ResNet-56 fine-tuned 8 epochs (teacher, baseline)"),
+    ("r56_dense8_s0", "cifar_resnet56", "the same on the GPU (the same-device reference)"),
     ("r56_inner_kd", "cifar_resnet56", "ResNet-56 inner filters -55 % + KD from ResNet-56, 8 ep."),
     ("r56_inner_kd_lr05", "cifar_resnet56", "the same, lr 0.05"),
     ("r56_inner_kd_a05", "cifar_resnet56", "the same, alpha 0.5"),
@@ -130,7 +131,16 @@ def _latency(net: torch.nn.Module | None, repeats: int) -> tuple[float | None, f
                  for batch in (1, 64))
 
 
+def _same_device(rows: dict, name: str, reference: str) -> str:
+    """``reference``, or its rerun (``<reference>_s<seed>``) trained on the run's device."""
+    device = rows[name].get("device")
+    twins = [reference, *sorted(k for k in rows if k.startswith(f"{reference}_s"))]
+    return next((k for k in twins if rows[k].get("device") == device
+                 and rows[k]["top1"] is not None), reference)
+
+
 def _check(rows: dict, name: str, reference: str, test, text: str) -> dict:
+    reference = _same_device(rows, name, reference)
     a, b = rows[name], rows[reference]
     if a["top1"] is None or b["top1"] is None:
         return {"run": name, "reference": reference, "target": text, "met": None}

@@ -68,8 +68,9 @@ def main(runs: Path) -> None:
     ]
     for row in rows:
         gap = "" if row.get("gap") is None else f"{row['gap']:+.2f}"
+        verdict = {True: "met", False: "missed", None: "no fp32 run on that device yet"}
         target = "" if row.get("target") is None else (
-            f"within {row['target']}: {'met' if row['met'] else 'missed'}")
+            f"within {row['target']}: {verdict[row.get('met')]}")
         top1 = "—" if row["top1"] is None else f"{row['top1']:.2f}"
         lines.append(f"| {row['label']} | {row.get('device', '')} | {top1} | {gap} | {target} |")
     results_dir = ROOT / "benchmarks" / "results"

@@ -118,3 +118,16 @@ def test_samples_follow_the_layers_padding(conv):
     conv(torch.randn(16, 4, 9, 9))
     sampler.unwatch()
     assert reconstruct(conv, torch.ones(4, dtype=torch.bool), *sampler.samples("c")) < 1e-10
+
+
+def test_the_sampler_records_passes_under_no_grad_but_not_evaluations():
+    layer = nn.Conv2d(4, 2, 3, padding=1)
+    sampler = FeatureMapSampler(points_per_map=4)
+    sampler.watch({"conv": layer})
+    with torch.inference_mode():  # how torchslim evaluates: never sampled
+        layer(torch.randn(2, 4, 8, 8))
+    with torch.no_grad():  # a calibration pass over training data
+        layer(torch.randn(3, 4, 8, 8))
+    sampler.unwatch()
+    inputs, _ = sampler.samples("conv")
+    assert inputs.shape[0] == 3 * 4

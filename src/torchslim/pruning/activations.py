@@ -135,9 +135,10 @@ class ActivationImportance(_Collecting):
 def _recorder(slot: list, kind: str):
     # A plain closure: deep copies of the model do not copy the statistics object.
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        # Training passes only: an evaluation (under no_grad or inference_mode) between
-        # training minibatches, on the test split say, must not choose what is pruned.
-        if not torch.is_grad_enabled():
+        # Training passes only: an evaluation between training minibatches (torchslim
+        # evaluates under inference_mode), on the test split say, must not choose what is
+        # pruned; a pass under no_grad (a calibration loop over training data) still counts.
+        if torch.is_inference_mode_enabled():
             return
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
             return

@@ -72,7 +72,7 @@ class FeatureMapSampler:
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not torch.is_grad_enabled():  # an evaluation pass: training batches only
+            if torch.is_inference_mode_enabled():  # an evaluation pass: training batches only
                 return
             x, y = inputs[0].detach(), output.detach()
             if module.bias is not None:
