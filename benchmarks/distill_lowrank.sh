@@ -83,7 +83,12 @@ sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recip
             benchmarks/recipes/resnet56_target_macs.yaml.in > "$RUNS/resnet56_target$target.yaml"
     done
 }
-run() {  # one run by name
+run() {  # one run by name, under its lock: two lanes never train the same run at once, and a
+         # run that needs another lane's teacher waits for it (or trains it, with LANES=b alone)
+    case "$1" in r20_kd_from_r56*) run r56_dense8 ;; esac
+    ( flock 9 && run_one "$1" ) 9>"$RUNS/$1.lock"
+}
+run_one() {
     case "$1" in
     r56_dense8) train r56_dense8 cifar_resnet56 "$R56" "$(ep 8)" 0.02 ;;
     r56_inner_kd) compress r56_inner_kd cifar_resnet56 benchmarks/recipes/resnet56_inner.yaml \
