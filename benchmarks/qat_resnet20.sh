@@ -8,6 +8,8 @@
 # Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
 # (benchmarks/qat_summary.py). Run from the repository root after `make install`.
 # TRAIN_ARGS: more training options for every run, e.g. TRAIN_ARGS='--device cuda --no-amp'.
+# FP32: the fp32 run the _kd runs distil from (default fp32; on a GPU, FP32=fp32_cuda with the
+# run fp32_cuda first, so that teacher and student trained on the same device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -20,7 +22,8 @@ export OMP_NUM_THREADS=1
 resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
 qat() {  # <recipe>[_kd]: _kd distills from the fp32 model fine-tuned here (run fp32 first)
     local recipe=${1%_kd} kd=()
-    [ "$recipe" != "$1" ] && kd=(--teacher cifar_resnet20 --teacher-weights "$RUNS/fp32/model.pt")
+    [ "$recipe" != "$1" ] && kd=(--teacher cifar_resnet20
+                                 --teacher-weights "$RUNS/${FP32:-fp32}/model.pt")
     .venv/bin/torchslim compress --recipe "benchmarks/recipes/resnet20_qat_$recipe.yaml" \
         "${COMMON[@]}" "${kd[@]}" --out "$RUNS/$1" --repeats 3 --latency-batch 64 \
         $(resume "$RUNS/$1") | tail -n 1 > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
