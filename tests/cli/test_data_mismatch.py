@@ -91,10 +91,10 @@ def test_an_input_file_with_optimizer_state_counts_as_its_weights(binary_model, 
 
 def test_a_saved_model_is_evaluated_with_the_normalization_it_was_trained_with(binary_model,
                                                                                tmp_path):
-    from torchslim.models.checkpoint import saved_normalization
+    from torchslim.models.checkpoint import checkpoint_meta, saved_normalization
     from torchslim.pipelines.common import build_model
 
-    assert saved_normalization(binary_model) == "digits"
+    assert saved_normalization(checkpoint_meta(binary_model)) == "digits"
     # trained under a preset other than the model's default: the file says which
     assert main(["train", "--model", "demo_cnn", "--data", "digits", "--classes", "0,1",
                  "--limit", "64", "--normalization", "none", "--out", tmp_path / "n",
@@ -105,4 +105,4 @@ def test_a_saved_model_is_evaluated_with_the_normalization_it_was_trained_with(b
     state = torch.load(binary_model, weights_only=True)
     state["meta"] = {"model": "resnet20_cifar", "classes": ["0", "1"]}
     torch.save(state, tmp_path / "old.pt")
-    assert saved_normalization(tmp_path / "old.pt") == "cifar"
+    assert saved_normalization(checkpoint_meta(tmp_path / "old.pt")) == "cifar"

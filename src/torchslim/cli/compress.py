@@ -128,10 +128,9 @@ def run_schedule(
     if not args.quiet:
         print(f"torchslim {command}: {training_log(args, config, train_set)}")
     example_input = torch.zeros(1, *eval_set.image_shape)
-    compression = make_scheduler(model, example_input)
-    check_metric_users(compression, args)
     run = compress(
-        model, compression, make_loader(args, spec, train_set, train=True),
+        model, make_scheduler(model, example_input), make_loader(args, spec, train_set,
+                                                                 train=True),
         config, eval_batches=eval_batches,
         val_batches=make_loader(args, spec, held_set) if held_set is not None else None,
         num_classes=train_set.num_classes, out_dir=args.out, progress=not args.quiet,

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from ..core.errors import UserError
-from ..models.checkpoint import saved_classes
+from ..models.checkpoint import checkpoint_meta, saved_classes
 from ..pipelines.common import build_model, check_same_classes, write_eval_outputs
 from ..schedule import CompressionScheduler, Policy
 from ..train import Trainer, evaluate, seed_everything
@@ -116,7 +116,7 @@ def run_train(args: argparse.Namespace, emit: Emit) -> None:
     check_same_classes(train_set, eval_set, f"{args.split} and {args.eval_split}")
     seed_everything(args.seed)
     if args.new_head:  # the pretrained head first: as many classes as the file says
-        saved = saved_classes(args.weights)
+        saved = saved_classes(checkpoint_meta(args.weights))
         model, spec = build_model(args.model, args.weights, len(saved) if saved else None)
     else:
         model, spec = build_model(args.model, args.weights, train_set.num_classes,

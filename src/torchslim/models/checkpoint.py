@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -85,11 +86,19 @@ def edit_records(path: str | os.PathLike) -> list[dict]:
     return _edits(read_checkpoint(path))
 
 
-def saved_classes(path: str | os.PathLike) -> list[str] | None:
-    """The class names a torchslim-written file records in its ``meta`` (None if none)."""
-    checkpoint = read_checkpoint(path)
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` a torchslim-written file carries (``{}`` for other files)."""
+    return _meta(read_checkpoint(path))
+
+
+def _meta(checkpoint) -> dict[str, Any]:
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-    classes = meta.get("classes") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def saved_classes(meta: dict[str, Any]) -> list[str] | None:
+    """The class names a file's :func:`checkpoint_meta` records (None if none)."""
+    classes = meta.get("classes")
     return [str(c) for c in classes] if isinstance(classes, list | tuple) else None
 
 
@@ -98,12 +107,11 @@ def saved_classes(path: str | os.PathLike) -> list[str] | None:
 _BEFORE_RECORDED = {"distiller_cifar": "cifar", "mnist": "none"}
 
 
-def saved_normalization(path: str | os.PathLike) -> str | None:
-    """The normalisation preset a torchslim-written file was trained with (None for other
-    files, such as Distiller's or a plain state_dict: the model's own default applies)."""
-    checkpoint = read_checkpoint(path)
-    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict) or "model" not in meta:
+def saved_normalization(meta: dict[str, Any]) -> str | None:
+    """The normalisation preset a file's :func:`checkpoint_meta` says it was trained with (None
+    for other files, such as Distiller's or a plain state_dict: the model's own default
+    applies)."""
+    if "model" not in meta:
         return None
     if isinstance(meta.get("normalization"), str):
         return meta["normalization"]
@@ -117,9 +125,7 @@ def saved_normalization(path: str | os.PathLike) -> str | None:
 
 
 def _edits(checkpoint) -> list[dict]:
-    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict):
-        return []
+    meta = _meta(checkpoint)
     if meta.get("thinning"):  # written before edits had kinds
         raise UserError(
             "the file was thinned by torchslim before 0.2 and holds thinning records this "

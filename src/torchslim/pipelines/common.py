@@ -28,7 +28,12 @@ from ..core.fileio import atomic_write_text, make_folder
 from ..core.storage import is_compressed
 from ..data import ArrayDataset
 from ..models import ModelSpec, create_model, get_model_spec, load_weights
-from ..models.checkpoint import read_checkpoint, saved_classes, saved_normalization
+from ..models.checkpoint import (
+    checkpoint_meta,
+    read_checkpoint,
+    saved_classes,
+    saved_normalization,
+)
 from ..train import EvalResult
 
 
@@ -42,8 +47,9 @@ def build_model(
     ``image_shape`` (the data's, no batch), so is a model that cannot run on those images or
     gives another number of scores than ``num_classes``."""
     spec = get_model_spec(name)
-    if weights and classes is not None:
-        saved = saved_classes(weights)
+    meta = checkpoint_meta(weights) if weights else {}
+    if classes is not None:
+        saved = saved_classes(meta)
         if saved is not None and saved != list(classes):
             raise UserError(
                 f"'{weights}' was trained on the classes {_shown(saved, classes)}, the data has "
@@ -53,9 +59,9 @@ def build_model(
     model = create_model(name, num_classes=num_classes)
     if weights:
         load_weights(model, weights, name=name)
-        saved = saved_normalization(weights)
-        if saved is not None and saved != spec.normalization:  # what it was trained with
-            spec = dataclasses.replace(spec, normalization=saved)
+        normalization = saved_normalization(meta)
+        if normalization is not None and normalization != spec.normalization:
+            spec = dataclasses.replace(spec, normalization=normalization)  # as it was trained
     if image_shape is not None:
         check_fits(model, name, image_shape, num_classes)
     return model, spec

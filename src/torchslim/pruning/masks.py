@@ -51,14 +51,18 @@ class Masks:
         self._known: dict[str, nn.Parameter] = dict(model.named_parameters(remove_duplicate=False))
 
     # -- lookup --------------------------------------------------------------------------------
-    def _find(self, name: str, params: dict[str, nn.Parameter]) -> nn.Parameter | None:
+    def _params(self) -> tuple[dict[str, nn.Parameter], set[int]]:
+        """The model's parameters by name now, and the ids of all of them."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        return params, {id(p) for p in params.values()}
+
+    def _find(self, name: str, params: dict[str, nn.Parameter],
+              alive: set[int]) -> nn.Parameter | None:
         if name in params:
             self._known[name] = params[name]
             return params[name]
         known = self._known.get(name)
-        if known is not None and any(known is p for p in params.values()):
-            return known
-        return None
+        return known if known is not None and id(known) in alive else None
 
     def scheduled_name(self, name: str) -> str:
         """``name``, or the name its parameter had when the masks were made if a step has since
@@ -72,8 +76,8 @@ class Masks:
         """The parameter ``name`` of the model (also under the name it had when the masks were
         made, if a step has since wrapped its layer), or a :class:`UserError` naming close
         names."""
-        params = dict(self.model.named_parameters(remove_duplicate=False))
-        found = self._find(name, params)
+        params, alive = self._params()
+        found = self._find(name, params, alive)
         if found is None:
             raise UserError(f"the model has no parameter '{name}'{did_you_mean(name, params)}")
         return found
@@ -108,10 +112,10 @@ class Masks:
 
     def apply(self) -> None:
         """Zero every masked weight again (after an optimizer step)."""
-        params = dict(self.model.named_parameters(remove_duplicate=False))
+        params, alive = self._params()
         with torch.no_grad():
             for name, mask in self.masks.items():
-                param = self._find(name, params)
+                param = self._find(name, params, alive)
                 if param is not None:  # None: a step replaced the layer (factorization)
                     param.mul_(mask)
 

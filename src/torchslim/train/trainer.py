@@ -683,16 +683,15 @@ class Trainer:
                                    **self._train_epoch(epoch, position, started)}
             if self.eval_batches is not None and self.metrics:
                 row.update(self.evaluate_metrics())
-            seen = row
+            held: dict[str, float] = {}
             if self.val_batches is not None and self.metrics:
                 held = self.evaluate_metrics(self.val_batches)
                 row.update({"holdout_" + k.removeprefix("val_"): v for k, v in held.items()})
-                seen = {**row, **held}
             align_lr_scheduler(self.lr_scheduler)
             self.lr_scheduler.step()
             row["seconds"] = round(time.perf_counter() - started, 3)
-            seen["seconds"] = row["seconds"]
-            self._call("on_epoch_end", epoch, metrics=seen)
+            # the callbacks see the held-out numbers as the validation ones, when there are any
+            self._call("on_epoch_end", epoch, metrics={**row, **held})
             self.history.append(row)
             self._save_checkpoint(epoch)
             metrics_log.write(self.history)
