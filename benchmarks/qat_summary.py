@@ -2,7 +2,9 @@
 
 Reads ``RUNS/<name>.json`` (the last JSON line of each run) and writes
 ``benchmarks/results/qat_resnet20.{json,md}``: top-1 after 10 epochs of each quantization-aware
-training beside the fp32 model fine-tuned for the same epochs, and the gap to it.
+training beside the fp32 model fine-tuned for the same epochs, and the gap to it. A run missing
+from RUNS keeps the row the committed JSON holds for it, with the date it was measured (runs/ is
+not committed, and a session may not finish every run), so rows accumulate across sessions.
 
     .venv/bin/python benchmarks/qat_summary.py runs/bench/qat_resnet20
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from torchslim.core.fileio import atomic_write_text
@@ -33,10 +36,27 @@ RUNS = [
 REFERENCE = {"cpu": "fp32", "cuda": "fp32_cuda"}
 
 
+def _committed(path: Path) -> dict[str, dict]:
+    """Rows of the committed summary that hold a measured top-1, by run name."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    date = data.get("meta", {}).get("date")
+    return {row["run"]: {"top1": row["top1"], "device": row.get("device", "cpu"),
+                         "epochs": row.get("epochs"), "measured": row.get("measured", date)}
+            for row in data.get("rows", []) if row.get("top1") is not None}
+
+
 def main(runs: Path) -> None:
     rows = []
-    results = {name: json.loads((runs / f"{name}.json").read_text())
-               for name, _, _ in RUNS if (runs / f"{name}.json").is_file()}
+    results_dir = ROOT / "benchmarks" / "results"
+    results = _committed(results_dir / "qat_resnet20.json")
+    for name, _, _ in RUNS:
+        path = runs / f"{name}.json"
+        if path.is_file():
+            results[name] = json.loads(path.read_text())
+            results[name]["measured"] = time.strftime(
+                "%Y-%m-%d", time.localtime(path.stat().st_mtime))
     for name, label, target in RUNS:
         if name not in results:
             rows.append({"run": name, "label": label, "top1": None, "note": "not run"})
@@ -48,7 +68,8 @@ def main(runs: Path) -> None:
         met = None if target is None or gap is None else gap >= -target
         rows.append({"run": name, "label": label, "top1": round(top1, 2), "device": device,
                      "reference": reference, "gap": gap, "target": target, "met": met,
-                     "epochs": results[name].get("epochs")})
+                     "epochs": results[name].get("epochs"),
+                     "measured": (results[name].get("measured") or "")[:10]})
     meta = {**machine_meta(), "runs": str(runs)}
     lines = [
         "# Quantization-aware training, ResNet-20, JPEG CIFAR-10",
@@ -59,12 +80,13 @@ def main(runs: Path) -> None:
         "The `_kd` rows add knowledge distillation (T=4, alpha 0.9) with the fine-tuned fp32 row "
         "as teacher. Produced by `benchmarks/qat_resnet20.sh`. Trained on: `cpu` is this "
         "machine, `cuda` an NVIDIA H100 lent for a session (TRAIN_ARGS='--device cuda "
-        "--no-amp'); each row is compared with the fp32 run trained on the same device.",
+        "--no-amp'); each row is compared with the fp32 run trained on the same device. "
+        "`measured`: the day the run finished (rows are kept from earlier sessions until rerun).",
         "",
         f"Summary written on: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
         "",
-        "| run | trained on | top-1 % | vs fp32 fine-tuned | target |",
-        "|---|---|---|---|---|",
+        "| run | trained on | top-1 % | vs fp32 fine-tuned | target | measured |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         gap = "" if row.get("gap") is None else f"{row['gap']:+.2f}"
@@ -72,8 +94,8 @@ def main(runs: Path) -> None:
         target = "" if row.get("target") is None else (
             f"within {row['target']}: {verdict[row.get('met')]}")
         top1 = "—" if row["top1"] is None else f"{row['top1']:.2f}"
-        lines.append(f"| {row['label']} | {row.get('device', '')} | {top1} | {gap} | {target} |")
-    results_dir = ROOT / "benchmarks" / "results"
+        lines.append(f"| {row['label']} | {row.get('device', '')} | {top1} | {gap} | {target} "
+                     f"| {row.get('measured', '')} |")
     atomic_write_text(results_dir / "qat_resnet20.json",
                       json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     atomic_write_text(results_dir / "qat_resnet20.md", "\n".join(lines) + "\n")
