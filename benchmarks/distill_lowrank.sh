@@ -85,7 +85,10 @@ sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recip
 }
 run() {  # one run by name, under its lock: two lanes never train the same run at once, and a
          # run that needs another lane's teacher waits for it (or trains it, with LANES=b alone)
-    case "$1" in r20_kd_from_r56*) run r56_dense8 ;; esac
+    case "$1" in  # the teacher first (a fresh checkout has none)
+        r20_kd_from_r56*|r56_inner*|r56_target*|r56_depth30*) run r56_dense8 ;;
+        r20_agp90*|r20_ds_kd) run r20_dense15 ;;
+    esac
     ( flock 9 && run_one "$1" ) 9>"$RUNS/$1.lock"
 }
 run_one() {

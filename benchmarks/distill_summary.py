@@ -4,7 +4,9 @@ Reads ``RUNS/<name>.json`` (the last JSON line of each run: top-1 after the last
 each run's saved model for its params, MACs and PyTorch latency (measured here, all models in
 one run: the runs may have trained on other machines) and writes
 ``benchmarks/results/distill_lowrank.{json,md}`` (or ``--out``). Runs not finished yet are listed
-as such, so the table can be written at any time.
+as such, so the table can be written at any time. A run missing from RUNS keeps the row the
+summary already written to ``--out`` holds for it (numbers and the day they were measured):
+runs/ is not committed and a session may not redo every run, so rows accumulate across sessions.
 
     .venv/bin/python benchmarks/distill_summary.py runs/bench/distill
 """
@@ -153,13 +155,26 @@ def _check(rows: dict, name: str, reference: str, test, text: str) -> dict:
             "met": None if test is None else bool(test(gap, macs, params))}
 
 
+def _committed(path: Path) -> dict[str, dict]:
+    """Rows of an earlier summary that hold a measured top-1, by run name."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    date = data.get("meta", {}).get("date", "")[:10]
+    return {row["run"]: {**row, "measured": row.get("measured", date)}
+            for row in data.get("rows", []) if row.get("top1") is not None}
+
+
 def main(runs: Path, out: Path, repeats: int = 10) -> None:
     results = {name: json.loads((runs / f"{name}.json").read_text())
                for name, _, _ in RUNS if (runs / f"{name}.json").is_file()}
+    earlier = _committed(out / "distill_lowrank.json")
+    today = machine_meta()["date"][:10]
     rows = {}
     for name, model, label in RUNS:
         if name not in results:
-            rows[name] = {"run": name, "label": label, "top1": None}
+            rows[name] = ({**earlier[name], "label": label} if name in earlier
+                          else {"run": name, "label": label, "top1": None})
             continue
         result = results[name]
         with torch.inference_mode():
@@ -170,7 +185,7 @@ def main(runs: Path, out: Path, repeats: int = 10) -> None:
                       "device": result.get("device"),
                       "epochs": result.get("epochs"), "params": params,
                       "nonzero_params": nonzero, "macs": macs,
-                      "latency_b1_ms": b1, "latency_bn_ms": bn}
+                      "latency_b1_ms": b1, "latency_bn_ms": bn, "measured": today}
     checks = []
     for names, reference, test, text in TARGETS:
         for name in names:
@@ -207,10 +222,12 @@ def main(runs: Path, out: Path, repeats: int = 10) -> None:
         "",
         f"Summary written on: {meta['machine']}, torch {meta['torch']}, {meta['date']}. "
         "Latency: PyTorch on this machine, one thread, batch 1 and 64, all models in this one "
-        "run (median of " + str(repeats) + ").",
+        "run (median of " + str(repeats) + "); a row kept from an earlier summary (an earlier "
+        "`measured` day) keeps that summary's latency.",
         "",
-        "| run | what | trained on | top-1 % | params | non-zeros | MACs | b1 ms | b64 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | what | trained on | top-1 % | params | non-zeros | MACs | b1 ms | b64 ms "
+        "| measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows.values():
         def fmt(value, spec=""):
@@ -220,7 +237,7 @@ def main(runs: Path, out: Path, repeats: int = 10) -> None:
                      f"{fmt(row.get('params'), ',')} | {fmt(row.get('nonzero_params'), ',')} | "
                      f"{fmt(row.get('macs'), ',')} | "
                      f"{fmt(row.get('latency_b1_ms'), '.2f')} | "
-                     f"{fmt(row.get('latency_bn_ms'), '.1f')} |")
+                     f"{fmt(row.get('latency_bn_ms'), '.1f')} | {fmt(row.get('measured'))} |")
     lines += ["", "| run | against | target | gap (points) | MACs | params | trained on | met |",
               "|---|---|---|---|---|---|---|---|"]
     for check in checks:
