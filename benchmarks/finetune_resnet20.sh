@@ -8,5 +8,6 @@ SHARED=${SHARED:-../shared}
 mkdir -p benchmarks/results
 .venv/bin/torchslim train --model cifar_resnet20 --weights "$SHARED/models/resnet20-12fca82f.th" \
     --data "$SHARED/data/cifar10-jpeg.tar.gz" --epochs 1 --lr 0.02 --batch-size 128 \
-    --out runs/finetune_resnet20 --quiet --json "$@" | tail -n 1 > benchmarks/results/finetune_resnet20.json
+    --out runs/finetune_resnet20 --quiet --json "$@" | tail -n 1 > benchmarks/results/finetune_resnet20.tmp
+mv benchmarks/results/finetune_resnet20.tmp benchmarks/results/finetune_resnet20.json  # whole or not at all
 cat benchmarks/results/finetune_resnet20.json
