@@ -65,8 +65,13 @@ hints() {  # --hint options for each stage of a CIFAR ResNet; weight 0.1 for nam
     local weight=1; [ "${1%_hint01}" != "$1" ] && weight=0.1
     for stage in layer1 layer2 layer3; do echo "--hint $stage:$stage:$weight"; done
 }
-T56=(--teacher cifar_resnet56 --teacher-weights "$RUNS/r56_dense8/model.pt")
-T20=(--teacher cifar_resnet20 --teacher-weights "$RUNS/r20_dense15/model.pt")
+# The teachers (and the references of their students): R20_TEACHER=r20_dense15_s0 trains the
+# ResNet-20 teacher again under another name, so that a device whose runs sit beside another's
+# in the summary has its own (the committed r20_dense15 trained on a GPU).
+R20_TEACHER=${R20_TEACHER:-r20_dense15}
+R56_TEACHER=${R56_TEACHER:-r56_dense8}
+T56=(--teacher cifar_resnet56 --teacher-weights "$RUNS/$R56_TEACHER/model.pt")
+T20=(--teacher cifar_resnet20 --teacher-weights "$RUNS/$R20_TEACHER/model.pt")
 QAT_FP32=runs/bench/qat_resnet20/fp32
 
 sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recipes from it
@@ -86,8 +91,8 @@ sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recip
 run() {  # one run by name, under its lock: two lanes never train the same run at once, and a
          # run that needs another lane's teacher waits for it (or trains it, with LANES=b alone)
     case "$1" in  # the teacher first (a fresh checkout has none)
-        r20_kd_from_r56*|r56_inner*|r56_target*|r56_depth30*) run r56_dense8 ;;
-        r20_agp90*|r20_ds_kd) run r20_dense15 ;;
+        r20_kd_from_r56*|r56_inner*|r56_target*|r56_depth30*) run "$R56_TEACHER" ;;
+        r20_agp90*|r20_ds_kd) run "$R20_TEACHER" ;;
     esac
     ( flock 9 && run_one "$1" ) 9>"$RUNS/$1.lock"
 }
@@ -99,7 +104,7 @@ run_one() {
     r56_tucker2) compress r56_tucker2 cifar_resnet56 benchmarks/recipes/resnet56_tucker2.yaml \
         "$(ep 8)" 0.02 --weights "$R56" ;;
     r20_kd_from_r56) distill r20_kd_from_r56 cifar_resnet20 "$R20" cifar_resnet56 \
-        "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.02 ;;
+        "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.02 ;;
     r20_ds_kd)  # taught by the fine-tuned ResNet-20: a third of ResNet-56's forward cost, and a
         # smaller gap to this 0.04 M-parameter student (Mirzadeh et al. 2020)
         compress r20_ds_kd cifar_resnet20 benchmarks/recipes/resnet20_ds_student.yaml \
@@ -117,6 +122,7 @@ run_one() {
         compress r56_depth30_kd cifar_resnet56 benchmarks/recipes/resnet56_depth30.yaml \
             "$(ep 8)" 0.02 --weights "$R56" "${T56[@]}" ;;
     r20_dense15) train r20_dense15 cifar_resnet20 "$R20" "$(ep 15)" 0.02 ;;
+    r20_dense15_s[0-9]) train "$1" cifar_resnet20 "$R20" "$(ep 15)" 0.02 --seed "${1##*_s}" ;;
     r20_agp90_kd) compress r20_agp90_kd cifar_resnet20 benchmarks/recipes/resnet20_agp90.yaml \
         "$(ep 15)" 0.02 --weights "$R20" "${T20[@]}" ;;
     # Second attempts at the three missed targets (every attempt is reported in the summary):
@@ -129,9 +135,9 @@ run_one() {
         benchmarks/recipes/resnet56_inner.yaml "$(ep 8)" 0.05 --weights "$R56" "${T56[@]}" ;;
     r20_kd_from_r56_a05)  # half distillation, half labels
         distill r20_kd_from_r56_a05 cifar_resnet20 "$R20" cifar_resnet56 \
-        "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.02 --alpha 0.5 ;;
+        "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.02 --alpha 0.5 ;;
     r20_kd_from_r56_lr05) distill r20_kd_from_r56_lr05 cifar_resnet20 "$R20" cifar_resnet56 \
-        "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.05 ;;
+        "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.05 ;;
     r56_depth30_kd16|r56_depth30_kd32|r56_depth30_kd64)  # the headline candidate, 2-8x epochs
         compress "$1" cifar_resnet56 benchmarks/recipes/resnet56_depth30.yaml \
             "$(ep "${1##*kd}" 2)" 0.02 --weights "$R56" "${T56[@]}" ;;
@@ -166,7 +172,7 @@ run_one() {
         train "$1" cifar_resnet20 "$R20" "$(ep 10)" 0.02 --seed 0 ;;
     r20_plain10_s[0-9]) train "$1" cifar_resnet20 "$R20" "$(ep 10)" 0.02 --seed "${1##*_s}" ;;
     r20_kd_from_r56_s[0-9]) distill "$1" cifar_resnet20 "$R20" cifar_resnet56 \
-        "$RUNS/r56_dense8/model.pt" "$(ep 10)" 0.02 --seed "${1##*_s}" ;;
+        "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.02 --seed "${1##*_s}" ;;
     r20_plain10)
         # The same run as the fp32 row of benchmarks/qat_resnet20.sh: taken from there if done.
         if [ "${SMOKE:-0}" != 1 ] && [ -s "$QAT_FP32.json" ] && ! done_ r20_plain10 \

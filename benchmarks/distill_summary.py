@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (run, model, what it is)
 RUNS = [
     ("r20_dense15", "cifar_resnet20", "ResNet-20 fine-tuned 15 epochs (teacher, baseline)"),
+    ("r20_dense15_s0", "cifar_resnet20",
+     "the same again, seed 0 (teacher and reference on another device)"),
     ("r20_agp90_kd", "cifar_resnet20", "ResNet-20 AGP 90 % + KD from the dense ResNet-20, 15 ep."),
     ("r20_agp90fast_kd", "cifar_resnet20", "the same, 90 % reached by epoch 6 (9 to recover)"),
     ("r20_agp90fast_kd_lr05", "cifar_resnet20", "the same, 90 % by epoch 6, lr 0.05"),
@@ -38,7 +40,7 @@ RUNS = [
     ("r20_agp90fast_hint_lr05", "cifar_resnet20",
      "the same, 90 % by epoch 6, lr 0.05, + hints on each stage's output"),
     ("r56_dense8", "cifar_resnet56", "ResNet-56 fine-tuned 8 epochs (teacher, baseline)"),
-    ("r56_dense8_s0", "cifar_resnet56", "the same on the GPU (the same-device reference)"),
+    ("r56_dense8_s0", "cifar_resnet56", "the same again, seed 0 (a same-device reference)"),
     ("r56_inner_kd", "cifar_resnet56", "ResNet-56 inner filters -55 % + KD from ResNet-56, 8 ep."),
     ("r56_inner_kd_lr05", "cifar_resnet56", "the same, lr 0.05"),
     ("r56_inner_kd_a05", "cifar_resnet56", "the same, alpha 0.5"),
