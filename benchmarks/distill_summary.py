@@ -226,7 +226,8 @@ def main(runs: Path, out: Path, repeats: int = 10) -> None:
         "give the same number on both: compare runs trained on the same device, and see the "
         "seed rows for the spread.",
         "",
-        f"Summary written on: {meta['machine']}, torch {meta['torch']}, {meta['date']}. "
+        f"Summary written on: {meta['cpu']} ({meta['machine']}, int8 dot product: "
+        f"{', '.join(meta['int8_dot']) or 'none'}), torch {meta['torch']}, {meta['date']}. "
         "Latency: PyTorch on this machine, one thread, batch 1 and 64, all models in this one "
         "run (median of " + str(repeats) + "); a row kept from an earlier summary (an earlier "
         "`measured` day) keeps that summary's latency.",

@@ -83,7 +83,8 @@ def main(runs: Path) -> None:
         "--no-amp'); each row is compared with the fp32 run trained on the same device. "
         "`measured`: the day the run finished (rows are kept from earlier sessions until rerun).",
         "",
-        f"Summary written on: {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+        f"Summary written on: {meta['cpu']} ({meta['machine']}, int8 dot product: "
+        f"{', '.join(meta['int8_dot']) or 'none'}), torch {meta['torch']}, {meta['date']}.",
         "",
         "| run | trained on | top-1 % | vs fp32 fine-tuned | target | measured |",
         "|---|---|---|---|---|---|",
