@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-speed-search", dest="speed_search", action="store_false",
                    help="skip the int8 rows with the layers that are faster in float kept "
                    "float (torchslim quantize --speed-search)")
+    p.add_argument("--dense-int8", action="store_true",
+                   help="also the dense model in int8 (a context row, not a headline "
+                   "candidate): how much of the speed-up int8 alone gives on this CPU")
     p.add_argument("--layout", default="u8s7")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all)")
     p.add_argument("--threads", type=int, default=1)
@@ -91,6 +94,12 @@ def main(argv=None) -> int:
                                                       args.work / "dense_fp32.onnx")}
     files = {"dense fp32 (PyTorch)": os.path.getsize(args.dense)}
     int8_names, agree, speed = [], {}, {}
+    if args.dense_int8:
+        name = f"dense int8 {args.layout} (ONNX Runtime)"
+        quantized = quantize(dense, config, calibration, example)
+        paths[name] = export_onnx(quantized, example, args.work / "dense_int8.onnx")
+        models[name] = dense
+        agree[name] = agreement(quantized, paths[name], evaluation)
     for path in args.pruned:
         label = path.parent.name
         pruned = load_weights(create_model("cifar_resnet56"), path).eval()
