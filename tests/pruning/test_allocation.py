@@ -75,6 +75,13 @@ def test_real_group_sensitivity_feeds_the_allocation():
     assert [row.name for row in result.rows] == ["features.0.0", "features.1.0", "features.3.0"]
     assert result.rows[2].top1 == 50.0 and result.rows[2].sparsity == 0.5
     assert len(calls) == 3
+    # layer patterns choose the groups their layers produce (they were ignored for groups)
+    chosen = sensitivity_analysis(model, score, [0.5], granularities=["group"],
+                                  weights=["features.1.*"], progress=False, example_input=x)
+    assert [row.name for row in chosen.rows] == ["features.1.0"]
+    with pytest.raises(UserError, match="no prunable channel group"):
+        sensitivity_analysis(model, score, [0.5], granularities=["group"],
+                             weights=["classifier.*"], progress=False, example_input=x)
 
 
 def test_allocation_errors_are_user_errors():

@@ -114,6 +114,11 @@ def test_scheduler_in_trainer_fires_on_named_epochs_and_reaches_final_sparsity(t
     assert scheduler.log[3]["actions"]["agp"]["sparsity"]["net.0.weight"] == 0.75
     assert (model.net[0].weight == 0).float().mean().item() == 0.75
     assert [round(row["lr"], 6) for row in history] == [0.05, 0.05, 0.005, 0.005, 0.005]
+    # the log's LR is the one each epoch trained at (as in the history), the next one beside it
+    logged = [entry["actions"]["lr"] for entry in scheduler.log]
+    assert [round(action["lr"][0], 6) for action in logged] == [0.05, 0.05, 0.005, 0.005, 0.005]
+    assert round(logged[1]["next_lr"][0], 6) == 0.005
+    assert "lr 0.05 (next epoch 0.005)" in scheduler.format_log()
     assert "agp: net.0.weight sparsity 0.7500" in scheduler.format_log()
 
 

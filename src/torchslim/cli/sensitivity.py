@@ -42,7 +42,8 @@ def register(sub) -> None:
     p.add_argument(
         "--layers", nargs="+", default=None, metavar="PATTERN",
         help="weights to analyse: names, globs or regexes (default: every conv and linear "
-        "weight); with --granularity block, the blocks to remove (default: every one)",
+        "weight); with --granularity group, the channel groups those layers produce; with "
+        "--granularity block, the blocks to remove (default: every one)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/sensitivity"),
                    help="(default: runs/sensitivity)")

@@ -214,7 +214,21 @@ def _jobs(model, granularity, weights, levels, example_input):
         return
     if granularity == "group":
         graph = build_graph(model, example_input)
-        for group in graph.select(None):
+        groups = graph.select(None)
+        if weights:  # patterns select the groups whose channels the matched layers produce
+            layers = {name.rsplit(".", 1)[0] for name in match_parameters(model, weights)}
+            chosen = set()
+            for layer in layers:
+                try:
+                    chosen.update(group.name for group in graph.select([layer]))
+                except UserError:  # a matched layer with no prunable output channels
+                    continue
+            groups = [group for group in groups if group.name in chosen]
+            if not groups:
+                raise UserError(f"no prunable channel group is produced by the layers of "
+                                f"{', '.join(weights)}: pick convolutions or linears whose "
+                                "outputs can be pruned (see 'torchslim summary')")
+        for group in groups:
             for level in levels:
                 masks = FilterNormPruner(level).compute_mask(graph, [group.name])
                 fraction = removal_count(level, len(group.channels)) / len(group.channels)

@@ -125,6 +125,7 @@ class LRSchedule(Step):
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
         scheduler = self._build(ctx.optimizer)
         align_lr_scheduler(scheduler)
+        used = [group["lr"] for group in ctx.optimizer.param_groups]  # what this epoch trained at
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             metrics = ctx.metrics or {}
             if self.metric not in metrics:
@@ -136,7 +137,8 @@ class LRSchedule(Step):
             scheduler.step(metrics[self.metric])
         else:
             scheduler.step()
-        return {"lr": [group["lr"] for group in ctx.optimizer.param_groups]}
+        # "lr": the rate this epoch trained at (as metrics.csv has it); "next_lr": after the step
+        return {"lr": used, "next_lr": [group["lr"] for group in ctx.optimizer.param_groups]}
 
     def state_dict(self) -> dict[str, Any]:
         if self.scheduler is not None:

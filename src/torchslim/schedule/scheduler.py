@@ -276,7 +276,10 @@ class CompressionScheduler(Callback):
                 for layer, value in action.get("sparsity", {}).items():
                     lines.append(f"  {name}: {layer} sparsity {value:.4f}")
                 if "lr" in action:
-                    lines.append(f"  {name}: lr {', '.join(f'{v:.6g}' for v in action['lr'])}")
+                    line = f"  {name}: lr {', '.join(f'{v:.6g}' for v in action['lr'])}"
+                    if action.get("next_lr", action["lr"]) != action["lr"]:
+                        line += f" (next epoch {', '.join(f'{v:.6g}' for v in action['next_lr'])})"
+                    lines.append(line)
             for key, value in entry.get("loss_components", {}).items():
                 lines.append(f"  {key}: loss term {value:.6g}")
         return "\n".join(lines)
