@@ -12,8 +12,8 @@ Example::
     >>> step = LRSchedule("StepLR", step_size=1, gamma=0.5)
     >>> _ = step.on_epoch_begin(ctx)
     >>> ctx.optimizer.step()  # an epoch of training
-    >>> step.on_epoch_end(ctx)
-    {'lr': [0.5]}
+    >>> step.on_epoch_end(ctx)  # the LR this epoch trained at, and the next epoch's
+    {'lr': [1.0], 'next_lr': [0.5]}
 """
 
 from __future__ import annotations
