@@ -94,6 +94,7 @@ sensitivity() {  # group sensitivity of ResNet-56 and the TargetMACsPruner recip
 run() {  # one run by name, under its lock: two lanes never train the same run at once, and a
          # run that needs another lane's teacher waits for it (or trains it, with LANES=b alone)
     case "$1" in  # the teacher first (a fresh checkout has none)
+        r56_depth50_kd|r56_depth60_kd) run r56_dense8_s0 ;;  # taught by the rerun on this CPU
         r20_kd_from_r56*|r56_inner*|r56_target*|r56_depth*) run "$R56_TEACHER" ;;
         r20_agp90*|r20_ds_kd) run "$R20_TEACHER" ;;
     esac
@@ -141,9 +142,11 @@ run_one() {
         "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.02 --alpha 0.5 ;;
     r20_kd_from_r56_lr05) distill r20_kd_from_r56_lr05 cifar_resnet20 "$R20" cifar_resnet56 \
         "$RUNS/$R56_TEACHER/model.pt" "$(ep 10)" 0.05 ;;
-    r56_depth50_kd|r56_depth60_kd)  # fewer blocks removed: 50 % / 60 % of the MACs kept
+    r56_depth50_kd|r56_depth60_kd)  # fewer blocks removed: 50 % / 60 % of the MACs kept;
+        # teacher and reference: r56_dense8_s0, the dense fine-tune on the same CPU (VNNI)
         compress "$1" cifar_resnet56 "benchmarks/recipes/resnet56_${1:4:7}.yaml" "$(ep 8)" 0.02 \
-            --weights "$R56" "${T56[@]}" ;;
+            --weights "$R56" --teacher cifar_resnet56 \
+            --teacher-weights "$RUNS/r56_dense8_s0/model.pt" ;;
     r56_depth30_kd16|r56_depth30_kd32|r56_depth30_kd64)  # the headline candidate, 2-8x epochs
         compress "$1" cifar_resnet56 benchmarks/recipes/resnet56_depth30.yaml \
             "$(ep "${1##*kd}" 2)" 0.02 --weights "$R56" "${T56[@]}" ;;
