@@ -3,8 +3,10 @@
 # each, beside the fp32 model fine-tuned for the same 10 epochs: W8A8 (observer ranges), LSQ
 # W4A4, DoReFa W4A4 and PACT W4A4 (benchmarks/recipes/resnet20_qat_*.yaml), and W8A8 and LSQ
 # W4A4 again distilling from the fine-tuned fp32 model (Hinton KD, T=4), and W8A8 trained in
-# fp32 for 5 epochs before 5 of quantization-aware training (w8a8_late). Two lanes run side
-# by side, one thread each; every run is resumable (run the script again after a crash).
+# fp32 for 5 epochs before 5 of quantization-aware training (w8a8_late); and, for reference,
+# the fine-tuned fp32 model post-training quantized (fp32_ptq, int8 in ONNX Runtime). Two
+# lanes run side by side, one thread each; every run is resumable (run the script again after
+# a crash).
 # Writes runs/bench/qat_resnet20/<name>/ and, at the end, benchmarks/results/qat_resnet20.{md,json}
 # (benchmarks/qat_summary.py). Run from the repository root after `make install`.
 # TRAIN_ARGS: more training options for every run, e.g. TRAIN_ARGS='--device cuda --no-amp'.
@@ -31,14 +33,20 @@ qat() {  # <recipe>[_kd]: _kd distills from the fp32 model fine-tuned here (run 
 run() {  # one run by name: fp32, or a recipe benchmarks/recipes/resnet20_qat_<name>.yaml
          # (<name>_kd: the same recipe with the fine-tuned fp32 model as teacher)
     [ -s "$RUNS/$1.json" ] && return 0  # done
-    if [ "${1%%_*}" = fp32 ]; then  # fp32, or fp32_<tag> (the same run again, e.g. on a GPU)
+    if [ "$1" = fp32_ptq ]; then  # the fine-tuned fp32 model post-training quantized (W8A8
+        # min/max ranges, 1,000 training images), int8 in ONNX Runtime: a reference for QAT
+        .venv/bin/torchslim quantize --model cifar_resnet20 --weights "$RUNS/fp32/model.pt" \
+            --data "$SHARED/data/cifar10-jpeg.tar.gz" --observer minmax --threads 1 \
+            --repeats 3 --quiet --json --out "$RUNS/$1" \
+            | tail -n 1 > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
+    elif [ "${1%%_*}" = fp32 ]; then  # fp32, or fp32_<tag> (the same run again, e.g. on a GPU)
         .venv/bin/torchslim train "${COMMON[@]}" --out "$RUNS/$1" $(resume "$RUNS/$1") \
             | tail -n 1 > "$RUNS/$1.tmp" && mv "$RUNS/$1.tmp" "$RUNS/$1.json"
     else
         qat "$1"
     fi
 }
-lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; run lsq_w4a4_kd; }
+lane_a() { run lsq_w4a4; run fp32; run pact_w4a4; run lsq_w4a4_kd; run fp32_ptq; }
 lane_b() { run w8a8; run dorefa_w4a4; run w8a8_kd; run w8a8_late; }
 mkdir -p "$RUNS"
 # Run names as arguments run those, one after the other (e.g. `qat_resnet20.sh w8a8 fp32` on
